@@ -1,0 +1,303 @@
+//! The read side: a validated scan of the last N tickets, in ticket order.
+//!
+//! Readers take nothing and wait for nothing. Each slot is read with the
+//! seqlock in `slot.rs`; an entry is returned only if every one of its slots
+//! validated, so a reader racing writers skips entries, never tears them. The
+//! scan copies only the bytes an entry uses, straight into the caller's buffer,
+//! and truncates back if a re-check fails.
+
+use std::fmt;
+
+use super::Ring;
+use crate::record::{Record, Text};
+use crate::slot::{Header, Miss, Want};
+use crate::sync::Ordering;
+
+/// Entries a read could not return, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// Entries still being written when the reader reached them.
+    pub in_flight: u64,
+    /// Entries overwritten by newer ones before or while they were read.
+    pub overwritten: u64,
+}
+
+impl Skipped {
+    /// Both counts together.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.in_flight + self.overwritten
+    }
+
+    fn count(&mut self, miss: Miss) {
+        match miss {
+            Miss::InFlight => self.in_flight += 1,
+            Miss::Overwritten => self.overwritten += 1,
+        }
+    }
+}
+
+/// Owned entries `(seq, value)` in increasing `seq` order, plus what was
+/// skipped. Returned by [`Ring::snapshot`].
+#[derive(Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Snapshot<T> {
+    entries: Vec<(u64, T)>,
+    skipped: Skipped,
+}
+
+impl<T> Snapshot<T> {
+    /// The entries, oldest first.
+    #[must_use]
+    pub fn entries(&self) -> &[(u64, T)] {
+        &self.entries
+    }
+
+    /// Takes the entries out.
+    #[must_use]
+    pub fn into_entries(self) -> Vec<(u64, T)> {
+        self.entries
+    }
+
+    /// The values, oldest first.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &T> + '_ {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// The sequence numbers, increasing.
+    pub fn seqs(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.entries.iter().map(|(s, _)| *s)
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// What the snapshot could not include.
+    #[must_use]
+    pub fn skipped(&self) -> Skipped {
+        self.skipped
+    }
+}
+
+impl<T> IntoIterator for Snapshot<T> {
+    type Item = (u64, T);
+    type IntoIter = std::vec::IntoIter<(u64, T)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Snapshot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("entries", &self.entries)
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+impl<R: Record> Ring<R> {
+    /// Calls `f(seq, bytes)` for every entry that can be read whole, oldest
+    /// first, without blocking writers. `bytes` is the entry's encoding, valid
+    /// for the call only. Uses one scratch buffer for the whole call; see
+    /// [`visit_with`](Ring::visit_with) to reuse one across calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// let ring = callring::Ring::<callring::Text>::new(4).expect("valid");
+    /// ring.push("abc").expect("open");
+    /// ring.push("de").expect("open");
+    /// let mut total = 0;
+    /// let skipped = ring.visit(|_seq, bytes| total += bytes.len());
+    /// assert_eq!((total, skipped.total()), (5, 0));
+    /// # }
+    /// ```
+    pub fn visit<F: FnMut(u64, &[u8])>(&self, f: F) -> Skipped {
+        let mut scratch = Vec::with_capacity(self.layout.payload_bytes);
+        self.visit_with(&mut scratch, f)
+    }
+
+    /// [`visit`](Ring::visit) with a caller-owned scratch buffer: no allocation
+    /// once the buffer has grown to the longest entry.
+    pub fn visit_with<F: FnMut(u64, &[u8])>(&self, scratch: &mut Vec<u8>, mut f: F) -> Skipped {
+        scratch.clear();
+        self.scan(scratch, |seq, buf, mark| {
+            f(seq, &buf[mark..]);
+            buf.truncate(mark);
+        })
+    }
+
+    /// Owned copies of every entry that can be read whole, in `seq` order,
+    /// with counts of what was skipped. Never makes a writer wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// let ring = callring::Ring::<callring::Text>::new(2).expect("valid");
+    /// for note in ["a", "b", "c"] {
+    ///     ring.push(note).expect("open");
+    /// }
+    /// let snap = ring.snapshot();
+    /// assert_eq!(snap.entries(), [(1, "b".to_string()), (2, "c".to_string())]);
+    /// assert_eq!(snap.skipped().total(), 0);
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> Snapshot<R::Owned> {
+        let mut entries = Vec::with_capacity(self.len().min(self.capacity()));
+        let mut undecodable = 0;
+        let skipped = self.visit(|seq, bytes| match R::decode(bytes) {
+            Ok(value) => entries.push((seq, value)),
+            Err(_) => undecodable += 1,
+        });
+        if undecodable > 0 {
+            self.stats
+                .undecodable
+                .fetch_add(undecodable, Ordering::Relaxed);
+        }
+        Snapshot { entries, skipped }
+    }
+
+    /// The validated scan. For each entry read whole, its bytes are appended to
+    /// `buf` from offset `mark` and `emit(seq, buf, mark)` is called; `emit`
+    /// may keep or truncate them.
+    fn scan(&self, buf: &mut Vec<u8>, mut emit: impl FnMut(u64, &mut Vec<u8>, usize)) -> Skipped {
+        let end = self.end_ticket();
+        let mut skipped = Skipped::default();
+        let mut ticket = end.saturating_sub(self.layout.capacity);
+        while ticket < end {
+            let Some(slot) = self.slot_if_allocated(ticket) else {
+                // Its writer has not even allocated the page yet.
+                skipped.in_flight += 1;
+                ticket += 1;
+                continue;
+            };
+            let mark = buf.len();
+            match slot.read(ticket, Want::First, buf) {
+                Ok(Header::First { len, chunks }) => {
+                    let chunks = u64::from(chunks).max(1);
+                    match self.read_rest(ticket, len as usize, chunks, end, buf, mark) {
+                        Ok(()) => emit(ticket, buf, mark),
+                        Err(miss) => {
+                            buf.truncate(mark);
+                            skipped.count(miss);
+                        }
+                    }
+                    ticket += chunks;
+                }
+                // The tail of an entry that started before the window, or of
+                // one already counted as skipped.
+                Ok(Header::Cont { .. }) => ticket += 1,
+                Err(miss) => {
+                    skipped.count(miss);
+                    ticket += 1;
+                }
+            }
+        }
+        if skipped.total() > 0 {
+            self.stats
+                .reader_skips
+                .fetch_add(skipped.total(), Ordering::Relaxed);
+        }
+        skipped
+    }
+
+    /// Reads slots 1.. of a multi-slot entry whose first slot (ticket `first`)
+    /// has been copied to `buf[mark..]`.
+    fn read_rest(
+        &self,
+        first: u64,
+        len: usize,
+        chunks: u64,
+        end: u64,
+        buf: &mut Vec<u8>,
+        mark: usize,
+    ) -> Result<(), Miss> {
+        if first + chunks > end {
+            return Err(Miss::InFlight);
+        }
+        for part in 1..chunks {
+            let ticket = first + part;
+            let slot = self.slot_if_allocated(ticket).ok_or(Miss::InFlight)?;
+            let remaining = len - (buf.len() - mark);
+            let want = Want::Cont {
+                part: part as u32,
+                remaining,
+            };
+            match slot.read(ticket, want, buf)? {
+                Header::Cont { part: p } if u64::from(p) == part => {}
+                // A validated slot of ticket `first + part` belongs to the same
+                // push; anything else would be a protocol bug. Skip, not panic.
+                _ => return Err(Miss::Overwritten),
+            }
+        }
+        if buf.len() - mark == len {
+            Ok(())
+        } else {
+            Err(Miss::Overwritten)
+        }
+    }
+}
+
+impl Ring<Text> {
+    /// All notes as one string, oldest first, separated by `sep`; the empty
+    /// string when there are none. Entries being written or overwritten during
+    /// the call are left out (see [`join_into`](Ring::join_into) for counts).
+    ///
+    /// Copies each entry's bytes once, straight into the result, and checks
+    /// UTF-8 once over the whole string.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// let ring = callring::Ring::<callring::Text>::new(3).expect("valid");
+    /// for note in ["hello", "verified", "goodbye"] {
+    ///     ring.push(note).expect("open");
+    /// }
+    /// assert_eq!(ring.join("\n"), "hello\nverified\ngoodbye");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn join(&self, sep: &str) -> String {
+        let mut out = String::new();
+        let _ = self.join_into(sep, &mut out);
+        out
+    }
+
+    /// Appends all notes to `out`, separated by `sep`, and returns what was
+    /// skipped.
+    pub fn join_into(&self, sep: &str, out: &mut String) -> Skipped {
+        let mut bytes = std::mem::take(out).into_bytes();
+        let start = bytes.len();
+        // One allocation for the common case of single-slot entries.
+        let per_entry = self.layout.payload_bytes + sep.len();
+        bytes.reserve(self.len().min(self.capacity()) * per_entry);
+        let skipped = self.scan(&mut bytes, |_, buf, _| {
+            buf.extend_from_slice(sep.as_bytes())
+        });
+        if bytes.len() > start {
+            bytes.truncate(bytes.len() - sep.len());
+        }
+        *out = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            // Unreachable for a ring of `&str` pushes (validated reads return
+            // exactly the bytes pushed); kept total rather than panicking.
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        skipped
+    }
+}

@@ -1,0 +1,71 @@
+//! The sync facade: the only module that names atomics, fences, spin hints and
+//! threads.
+//!
+//! Under `cfg(loom)` it re-exports loom's types so the model checker sees every
+//! access that carries an ordering; otherwise std's. The layout follows tokio's
+//! `src/loom/` and thingbuf's `src/loom.rs`: one switch here, no `cfg` sprinkled
+//! through the algorithm.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU64};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU64};
+
+pub(crate) use std::sync::atomic::Ordering;
+
+/// Statistics counters. They are only ever touched with `Relaxed` read-modify-
+/// writes on slow paths and publish nothing, so they stay std atomics even under
+/// loom: modelling them would only multiply interleavings without checking any
+/// ordering.
+pub(crate) type Counter = std::sync::atomic::AtomicU64;
+
+/// Pads the ticket counter to its own cache line(s) so that appenders bouncing
+/// it do not also bounce the fields next to it.
+pub(crate) use crossbeam_utils::CachePadded;
+
+/// A write-once cell for lazily allocated slot pages. Pages are allocated once
+/// and never move; under loom every page is allocated before the model's
+/// threads start (see `Ring::build`), so loom never needs to see inside it.
+pub(crate) use std::sync::OnceLock;
+
+/// Exponential backoff for the protocol's few waits.
+///
+/// Spins briefly, then yields the thread: with more threads than cores the
+/// thread being waited for is often descheduled, and spinning would only burn
+/// its time slice. Under loom every step yields through loom, which is what lets
+/// the model checker schedule the awaited thread (loom cannot see
+/// `core::hint::spin_loop`).
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    #[cfg_attr(loom, allow(dead_code))] // loom yields at every step
+    step: u32,
+}
+
+/// Steps `0..=SPIN_LIMIT` spin `2^step` times; later steps yield.
+#[cfg(not(loom))]
+const SPIN_LIMIT: u32 = 6;
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self { step: 0 }
+    }
+
+    /// Waits a little longer each call.
+    pub(crate) fn snooze(&mut self) {
+        #[cfg(loom)]
+        {
+            loom::thread::yield_now();
+        }
+        #[cfg(not(loom))]
+        {
+            if self.step <= SPIN_LIMIT {
+                for _ in 0..(1u32 << self.step) {
+                    std::hint::spin_loop();
+                }
+                self.step += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
