@@ -65,3 +65,43 @@ fn multi_slot_entry_is_whole_or_absent() {
         assert_eq!((m.appended, m.evicted + m.retained), (3, 3));
     });
 }
+
+/// 2 slots: writer A pushes an entry spanning both, writers B and C push one
+/// slot each, so one of them overwrites A's first slot (and must capture the
+/// whole entry) while the other overwrites A's second slot (and must wait for
+/// that capture). The sink must receive A's entry whole, exactly once.
+#[test]
+fn capture_races_continuation_overwrite() {
+    model(|| {
+        let (ring, log) = ring_with_log(2);
+        let ring = Arc::new(ring);
+        let long = entry(1, PAYLOAD + 8);
+        let a = {
+            let (ring, long) = (ring.clone(), long.clone());
+            thread::spawn(move || (ring.push(long.clone()).unwrap(), long))
+        };
+        let b = {
+            let ring = ring.clone();
+            thread::spawn(move || (ring.push(entry(2, PAYLOAD)).unwrap(), entry(2, PAYLOAD)))
+        };
+        let c = (ring.push(entry(3, PAYLOAD)).unwrap(), entry(3, PAYLOAD));
+        let pushed: HashMap<u64, Vec<u8>> = [a.join().unwrap(), b.join().unwrap(), c]
+            .into_iter()
+            .collect();
+        assert!(matches!(ring.close(), CloseOutcome::Closed { .. }));
+        let log = log.lock().unwrap();
+        let mut handed: Vec<u64> = log.iter().map(|e| e.seq).collect();
+        handed.sort_unstable();
+        let mut expected: Vec<u64> = pushed.keys().copied().collect();
+        expected.sort_unstable();
+        assert_eq!(handed, expected, "each entry handed over exactly once");
+        for e in log.iter() {
+            assert_eq!(
+                Some(&e.value),
+                pushed.get(&e.seq),
+                "entry {} not whole",
+                e.seq
+            );
+        }
+    });
+}

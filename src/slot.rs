@@ -17,7 +17,7 @@
 //! |---|---|---|
 //! | W2 | claim: `stamp = writing(t)`, Release | the overwriter's continuation wait (ring, W4) |
 //! | W3 | `fence(Release)` after the claim | R2 |
-//! | W5 | commit: `stamp = committed(t)`, Release | R1, and the ring's waits W1, W6, D1 |
+//! | W5 | commit: `stamp = committed(t)`, Release | R1, and the ring's waits W1 and D1 |
 //! | R1 | reader's first stamp load, Acquire | W5 |
 //! | R2 | reader's `fence(Acquire)` before the re-check | W3 |
 //!
@@ -195,7 +195,7 @@ impl<'a> Slot<'a> {
     /// Publishes ticket `t`.
     pub(crate) fn commit(&self, t: u64) {
         // W5 Release: pairs with the reader's Acquire stamp load (R1) and the
-        // ring's Acquire waits (W1 next lap, W6 capture, D1 drain): whoever sees
+        // ring's Acquire waits (W1 next lap, D1 drain): whoever sees
         // committed(t) sees the header and payload stored by `fill`.
         self.stamp.store(committed(t), Ordering::Release);
     }

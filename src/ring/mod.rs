@@ -11,8 +11,8 @@
 //! - `read.rs`: the validated scan behind `visit`, `snapshot` and `join`.
 //!
 //! Orderings outside the slot itself are labelled here and in `write.rs`:
-//! W1 (previous-lap wait), W4 (continuation wait), W6 (capture wait), D1
-//! (drain wait); each names its pair where it is used.
+//! W1 (previous-lap wait), W4 (continuation wait), D1 (drain wait); each
+//! names its pair where it is used.
 
 mod read;
 mod write;

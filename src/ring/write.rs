@@ -6,8 +6,8 @@
 //!
 //! 1. waits until the slot holds the previous lap's ticket committed (W1);
 //! 2. with a sink, deals with the entry it is about to overwrite: if this is
-//!    that entry's first slot, copies the whole entry out (waiting for its
-//!    later slots to be committed, W6) and hands it to the sink; if it is a
+//!    that entry's first slot, copies the whole entry out and hands it to the
+//!    sink; if it is a
 //!    later slot, waits until the entry's first slot has been claimed by its
 //!    overwriter, i.e. the capture is done (W4);
 //! 3. claims the slot (W2).
@@ -154,6 +154,8 @@ impl<R: Record> Ring<R> {
             self.slot(ticket).claim(ticket);
         }
         writer_fence();
+        // Fill every slot before committing any: a capturer that acquired the
+        // first slot's commit reads the later slots without further waits.
         let per_slot = self.layout.payload_bytes;
         for (part, piece) in bytes.chunks(per_slot).enumerate() {
             let header = if part == 0 {
@@ -223,21 +225,21 @@ impl<R: Record> Ring<R> {
 
     /// Copies the entry starting at ticket `seq` (whose first slot is `slot`,
     /// owned or excluded by the caller) out of the ring.
+    ///
+    /// The caller has acquired `committed(seq)` (W1 or D1), and the entry's
+    /// writer filled every slot before committing any (`write_many`), so all
+    /// the entry's words are visible without waiting for the later slots'
+    /// commits. No writer can touch the later slots meanwhile: their
+    /// overwriters wait for our claim of the first slot (W4).
     fn capture(&self, slot: Slot<'_>, seq: u64, len: u32, chunks: u32) -> Vec<u8> {
         let len = len as usize;
         let per_slot = self.layout.payload_bytes;
         let mut bytes = Vec::with_capacity(len);
         slot.copy_payload(len.min(per_slot), &mut bytes);
         for part in 1..u64::from(chunks) {
-            let ticket = seq + part;
-            let later = self.slot(ticket);
-            // W6 Acquire: pairs with W5 of `ticket`: the captured entry's writer
-            // may still be filling its later slots. Its overwriter cannot have
-            // touched it: it waits for our claim of the first slot (W4).
-            if later.wait_for(committed(ticket), Ordering::Acquire) {
-                bump(&self.stats.writer_waits);
-            }
-            later.copy_payload((len - bytes.len()).min(per_slot), &mut bytes);
+            let remaining = len - bytes.len();
+            self.slot(seq + part)
+                .copy_payload(remaining.min(per_slot), &mut bytes);
         }
         bytes
     }

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Ordering mutation check for the loom models.
+
+For each labelled ordering (see src/slot.rs and src/ring/write.rs), weaken it
+to Relaxed (or delete the fence), run the loom models on a scratch copy of the
+crate, and report whether some model failed. A mutant that survives is either a
+gap in the models or an ordering loom cannot distinguish; the README says which.
+
+    python3 loom-tests/mutate.py            # all mutants
+    python3 loom-tests/mutate.py W3 R2      # some
+
+Not part of CI (each mutant rebuilds the crate under loom). Runs on a copy, so
+the working tree is never modified.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# label: (file, exact text, replacement, what it means)
+MUTANTS = {
+    "W1": ("src/ring/write.rs",
+           "slot.wait_for(committed(old), Ordering::Acquire)",
+           "slot.wait_for(committed(old), Ordering::Relaxed)",
+           "previous-lap wait Acquire -> Relaxed"),
+    "W2": ("src/slot.rs",
+           "self.stamp.store(writing(t), Ordering::Release);",
+           "self.stamp.store(writing(t), Ordering::Relaxed);",
+           "claim store Release -> Relaxed"),
+    "W3": ("src/slot.rs",
+           "    fence(Ordering::Release);\n}",
+           "}",
+           "writer's Release fence removed"),
+    "W4": ("src/ring/write.rs",
+           ".wait_past(committed(first), Ordering::Acquire)",
+           ".wait_past(committed(first), Ordering::Relaxed)",
+           "continuation wait Acquire -> Relaxed"),
+    "W5": ("src/slot.rs",
+           "self.stamp.store(committed(t), Ordering::Release);",
+           "self.stamp.store(committed(t), Ordering::Relaxed);",
+           "commit store Release -> Relaxed"),
+    "R1": ("src/slot.rs",
+           "let s1 = self.stamp.load(Ordering::Acquire);",
+           "let s1 = self.stamp.load(Ordering::Relaxed);",
+           "reader's first stamp load Acquire -> Relaxed"),
+    "R2": ("src/slot.rs",
+           "        fence(Ordering::Acquire);\n        let s2",
+           "        let s2",
+           "reader's Acquire fence removed"),
+    "D1": ("src/ring/write.rs",
+           "slot.wait_for(committed(ticket), Ordering::Acquire);",
+           "slot.wait_for(committed(ticket), Ordering::Relaxed);",
+           "drain wait Acquire -> Relaxed"),
+    # Protocol steps rather than orderings (DESIGN.md lists these too).
+    "P1": ("src/ring/write.rs",
+           "if slot.wait_for(committed(old), Ordering::Acquire) {",
+           "if false {",
+           "previous-lap wait skipped"),
+    "P2": ("src/ring/write.rs",
+           "                    self.await_capture(old, part);",
+           "",
+           "continuation wait skipped"),
+    "P3": ("src/ring/write.rs",
+           "        match slot.owned_header() {\n            Some(Header::First { len, chunks }) if self.sink",
+           "        slot.claim(ticket);\n        match slot.owned_header() {\n"
+           "            Some(Header::First { len, chunks }) if self.sink",
+           "slot claimed before the capture"),
+    "P4": ("src/ring/write.rs",
+           "            self.slot(first + part as u64).fill(header, piece);",
+           "            self.slot(first + part as u64).fill(header, piece);\n"
+           "            self.slot(first + part as u64).commit(first + part as u64);",
+           "multi-slot entry commits each slot as soon as it is filled"),
+}
+
+
+def run(label, scratch):
+    path, old, new, what = MUTANTS[label]
+    src = os.path.join(ROOT, path)
+    text = open(src).read()
+    if text.count(old) != 1:
+        return f"{label}: pattern not found exactly once in {path} (update mutate.py)"
+    dst = os.path.join(scratch, path)
+    open(dst, "w").write(text.replace(old, new))
+    env = dict(os.environ, RUSTFLAGS="--cfg loom", LOOM_MAX_PREEMPTIONS=os.environ.get(
+        "LOOM_MAX_PREEMPTIONS", "2"), CARGO_TARGET_DIR=os.path.join(ROOT, "target", "mutants"))
+    start = time.time()
+    cmd = ["cargo", "test", "--release", "--test", "loom_ring", "--test", "loom_sink",
+           "--test", "loom_multi_slot", "--no-fail-fast"]
+    proc = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True)
+    open(dst, "w").write(text)  # restore for the next mutant
+    failed = [line.split()[1] for line in proc.stdout.splitlines()
+              if line.startswith("test ") and line.rstrip().endswith("FAILED")]
+    secs = time.time() - start
+    if proc.returncode == 0:
+        return f"{label}: SURVIVED ({what}) [{secs:.0f}s]"
+    if not failed:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return f"{label}: build or run error ({what}): {' | '.join(tail)}"
+    return f"{label}: caught ({what}) by {', '.join(failed)} [{secs:.0f}s]"
+
+
+def main():
+    labels = sys.argv[1:] or list(MUTANTS)
+    with tempfile.TemporaryDirectory() as scratch:
+        for entry in os.listdir(ROOT):
+            if entry in ("target", ".git"):
+                continue
+            src = os.path.join(ROOT, entry)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(scratch, entry))
+            else:
+                shutil.copy(src, scratch)
+        for label in labels:
+            print(run(label, scratch), flush=True)
+
+
+if __name__ == "__main__":
+    main()
