@@ -94,7 +94,7 @@ pub struct Ring<R: Record> {
     /// Next ticket, plus the `CLOSED` bit.
     head: CachePadded<AtomicU64>,
     layout: Layout,
-    pages: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    pages: Box<[OnceLock<Page>]>,
     /// Where the ring ended, published by `close` (or `OPEN`).
     close_ticket: AtomicU64,
     sink: Option<Box<dyn Sink<R::Owned>>>,
@@ -115,6 +115,8 @@ struct Layout {
     payload_bytes: usize,
     /// log2 of the slots in a full page.
     page_shift: u32,
+    /// `u64::MAX / capacity`, for `t % capacity` without a division.
+    reciprocal: u64,
 }
 
 impl Layout {
@@ -144,6 +146,7 @@ impl Layout {
             words_per_slot,
             payload_bytes: Slot::payload_bytes(words_per_slot),
             page_shift,
+            reciprocal: u64::MAX / capacity as u64,
         })
     }
 
@@ -159,15 +162,34 @@ impl Layout {
         slots * self.words_per_slot
     }
 
+    /// `t % capacity`, by multiplying with the precomputed reciprocal: a
+    /// hardware division is most of a single-threaded push's cost otherwise.
+    ///
+    /// With `m = floor((2^64 - 1) / N)`, `q = floor(t * m / 2^64)` is never
+    /// above `floor(t / N)` and, for `t < 2^64`, at most one below it, so
+    /// `t - q * N` is in `0..2N` and one conditional subtraction finishes.
+    #[inline]
+    fn index(&self, t: u64) -> u64 {
+        let q = ((u128::from(t) * u128::from(self.reciprocal)) >> 64) as u64;
+        let r = t - q * self.capacity;
+        if r >= self.capacity {
+            r - self.capacity
+        } else {
+            r
+        }
+    }
+
     /// Page and word offset of ticket `t`.
+    #[inline]
     fn locate(&self, t: u64) -> (usize, usize) {
-        let index = (t % self.capacity) as usize;
+        let index = self.index(t) as usize;
         let page = index >> self.page_shift;
         let in_page = index & ((1 << self.page_shift) - 1);
         (page, in_page * self.words_per_slot)
     }
 
     /// Longest entry, in bytes.
+    #[inline]
     fn max_entry_bytes(&self) -> usize {
         let slots = self.capacity.min(MAX_CHUNKS) as usize;
         slots
@@ -176,11 +198,56 @@ impl Layout {
     }
 
     /// Slots an entry of `len` bytes takes, or `None` if it cannot fit.
+    #[inline]
     fn chunks_for(&self, len: usize) -> Option<u64> {
+        if len <= self.payload_bytes {
+            return Some(1); // the common case, without a division
+        }
         if len > self.max_entry_bytes() {
             return None;
         }
         Some(len.div_ceil(self.payload_bytes).max(1) as u64)
+    }
+}
+
+/// One page of slots, starting on a cache-line boundary so that a 128-byte
+/// slot covers exactly two lines (a heap block is only 16-byte aligned, and a
+/// slot straddling three lines costs a push one more line to own). Aligned
+/// without `unsafe`: over-allocate by up to 7 words and start at the first
+/// word whose address is a multiple of 64. A page never moves once built.
+struct Page {
+    words: Box<[AtomicU64]>,
+    start: usize,
+}
+
+impl Page {
+    const LINE_WORDS: usize = 8;
+
+    fn new(words: usize) -> Self {
+        let words: Box<[AtomicU64]> = (0..words + Self::LINE_WORDS - 1)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        // Loom's atomics are not 8 bytes wide; alignment is moot there.
+        let start = if cfg!(loom) {
+            0
+        } else {
+            let misaligned = (words.as_ptr() as usize % 64) / 8;
+            (Self::LINE_WORDS - misaligned) % Self::LINE_WORDS
+        };
+        Self { words, start }
+    }
+
+    #[inline]
+    fn words(&self) -> &[AtomicU64] {
+        &self.words[self.start..]
+    }
+}
+
+impl fmt::Debug for Page {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Page")
+            .field("words", &(self.words.len() - self.start))
+            .finish()
     }
 }
 
@@ -226,7 +293,9 @@ pub struct Metrics {
     pub refused: u64,
     /// Hand-offs during which the sink panicked.
     pub sink_panics: u64,
-    /// Entries whose bytes the record could not decode (a `Record` bug).
+    /// Failed decodes (a `Record` bug): one per snapshot or hand-off that
+    /// met an entry whose bytes `decode` rejected or panicked on. Such an
+    /// entry is left out of snapshots and never reaches the sink.
     pub undecodable: u64,
     /// Entries handed to the sink by `close`.
     pub drained: u64,
@@ -442,6 +511,7 @@ impl<R: Record> Ring<R> {
 
     /// One past the last ticket readers should look at: the head, or where
     /// `close` ended the ring (pushes refused after it still bump the head).
+    #[inline]
     fn end_ticket(&self) -> u64 {
         // Relaxed: the head value only bounds the scan. An entry whose push
         // happened-before this call has its fetch_add ordered before this load
@@ -462,15 +532,27 @@ impl<R: Record> Ring<R> {
         }
     }
 
+    #[inline(always)]
     fn page(&self, page: usize) -> &[AtomicU64] {
-        self.pages[page].get_or_init(|| {
-            (0..self.layout.page_words(page))
-                .map(|_| AtomicU64::new(0))
-                .collect()
-        })
+        match self.pages[page].get() {
+            Some(built) => built.words(),
+            None => self.first_touch(page),
+        }
     }
 
-    /// The slot of ticket `t`, allocating its page on first use.
+    /// Builds page `page` (or finds it built by a racing writer).
+    #[cold]
+    #[inline(never)]
+    fn first_touch(&self, page: usize) -> &[AtomicU64] {
+        self.pages[page]
+            .get_or_init(|| Page::new(self.layout.page_words(page)))
+            .words()
+    }
+
+    /// The slot of ticket `t`, allocating its page on first use. Always
+    /// inlined: returned from a call, the slot goes through memory and the
+    /// caller reloads it in a wider load that store forwarding cannot serve.
+    #[inline(always)]
     fn slot(&self, t: u64) -> Slot<'_> {
         let (page, offset) = self.layout.locate(t);
         let words = self.page(page);
@@ -478,9 +560,10 @@ impl<R: Record> Ring<R> {
     }
 
     /// The slot of ticket `t` if its page exists (readers never allocate).
+    #[inline]
     fn slot_if_allocated(&self, t: u64) -> Option<Slot<'_>> {
         let (page, offset) = self.layout.locate(t);
-        let words = self.pages[page].get()?;
+        let words = self.pages[page].get()?.words();
         Some(Slot::new(
             &words[offset..offset + self.layout.words_per_slot],
         ))
@@ -494,5 +577,64 @@ impl<R: Record> fmt::Debug for Ring<R> {
             .field("slot_payload_bytes", &self.layout.payload_bytes)
             .field("sink", &self.sink.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn layout(capacity: usize) -> Layout {
+        Layout::new(capacity, DEFAULT_SLOT_BYTES).expect("valid")
+    }
+
+    #[test]
+    fn index_matches_remainder_at_the_edges() {
+        for n in [
+            1,
+            2,
+            3,
+            7,
+            1000,
+            1023,
+            1024,
+            1025,
+            MAX_CAPACITY - 1,
+            MAX_CAPACITY,
+        ] {
+            let l = layout(n);
+            let n = n as u64;
+            for t in [
+                0,
+                1,
+                n - 1,
+                n,
+                n + 1,
+                2 * n - 1,
+                1 << 62,
+                (1 << 63) - 1,
+                u64::MAX - 1,
+                u64::MAX,
+            ] {
+                assert_eq!(l.index(t), t % n, "t = {t}, n = {n}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn index_matches_remainder(n in 1..=MAX_CAPACITY, t in any::<u64>()) {
+            prop_assert_eq!(layout(n).index(t), t % n as u64);
+        }
+    }
+
+    #[test]
+    fn pages_start_on_a_cache_line() {
+        for words in [3, 16, 512, 4096 / 8] {
+            let page = Page::new(words);
+            assert_eq!(page.words().as_ptr() as usize % 64, 0);
+            assert!(page.words().len() >= words);
+        }
     }
 }

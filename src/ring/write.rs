@@ -48,6 +48,7 @@ enum Rejected {
 /// A panic from a sink, caught so the push can finish its commits first.
 type Panic = Box<dyn std::any::Any + Send + 'static>;
 
+#[inline]
 fn bump(counter: &Counter) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -129,6 +130,7 @@ impl<R: Record> Ring<R> {
     }
 
     /// The common case: an entry that fits one slot.
+    #[inline]
     fn write_one(&self, ticket: u64, bytes: &[u8]) -> Option<Panic> {
         let slot = self.slot(ticket);
         let panic = self.take_over(slot, ticket);
@@ -176,6 +178,7 @@ impl<R: Record> Ring<R> {
 
     /// Steps 1 and 2 for ticket `ticket` in `slot`: wait for the previous lap,
     /// then release the entry being overwritten. Returns a caught sink panic.
+    #[inline]
     fn take_over(&self, slot: Slot<'_>, ticket: u64) -> Option<Panic> {
         let Some(old) = ticket.checked_sub(self.layout.capacity) else {
             return None; // first lap: the slot was never written
@@ -188,17 +191,32 @@ impl<R: Record> Ring<R> {
         }
         match slot.owned_header() {
             Some(Header::First { len, chunks }) if self.sink.is_some() => {
-                let bytes = self.capture(slot, old, len, chunks);
-                self.hand_off(old, Reason::Evicted, &bytes)
+                self.evict(slot, old, len, chunks)
             }
             Some(Header::Cont { part }) => {
-                bump(&self.stats.evicted_continuations);
-                if self.sink.is_some() {
-                    self.await_capture(old, part);
-                }
+                self.evict_continuation(old, part);
                 None
             }
             _ => None,
+        }
+    }
+
+    /// Hands the entry starting at ticket `old` (in `slot`) to the sink. Out of
+    /// line: without a sink the push path never comes here.
+    #[inline(never)]
+    fn evict(&self, slot: Slot<'_>, old: u64, len: u32, chunks: u32) -> Option<Panic> {
+        let bytes = self.capture(slot, old, len, chunks);
+        self.hand_off(old, Reason::Evicted, &bytes)
+    }
+
+    /// Overwriting a later slot of a multi-slot entry: count it, and with a
+    /// sink wait for the entry's capture.
+    #[cold]
+    #[inline(never)]
+    fn evict_continuation(&self, cont: u64, part: u32) {
+        bump(&self.stats.evicted_continuations);
+        if self.sink.is_some() {
+            self.await_capture(cont, part);
         }
     }
 
@@ -245,13 +263,22 @@ impl<R: Record> Ring<R> {
     }
 
     /// Decodes and hands one entry to the sink. Returns a caught panic.
+    ///
+    /// Runs between a writer's `fetch_add` and its commit, so nothing in it may
+    /// unwind: a ticket that is never committed would block its slot forever.
+    /// Both the user's `decode` and the sink run under `catch_unwind`; the
+    /// caller resumes the panic once its slots are committed.
     fn hand_off(&self, seq: u64, reason: Reason, bytes: &[u8]) -> Option<Panic> {
         let sink = self.sink.as_deref()?;
-        let value = match R::decode(bytes) {
-            Ok(value) => value,
-            Err(_) => {
+        let value = match panic::catch_unwind(AssertUnwindSafe(|| R::decode(bytes))) {
+            Ok(Ok(value)) => value,
+            Ok(Err(_)) => {
                 bump(&self.stats.undecodable);
                 return None;
+            }
+            Err(payload) => {
+                bump(&self.stats.undecodable);
+                return Some(payload);
             }
         };
         let entry = Evicted::new(seq, reason, value);
@@ -277,6 +304,8 @@ impl<R: Record> Ring<R> {
     /// [`PushError::Closed`]; pushes that took their ticket before finish
     /// normally. With a sink, waits for those and hands every entry still in
     /// the ring to the sink in sequence order, with [`Reason::Drained`].
+    /// The drained entries stay readable (snapshots copy them; `retained`
+    /// still counts them), so after close the sink holds a copy of the ring.
     ///
     /// Idempotent: only the first call drains (a second drain would hand every
     /// entry over twice); later calls return [`CloseOutcome::AlreadyClosed`]
@@ -284,8 +313,9 @@ impl<R: Record> Ring<R> {
     ///
     /// # Panics
     ///
-    /// If the sink panics during the drain, the drain first finishes handing
-    /// over the remaining entries and then resumes the first panic.
+    /// If the sink (or the record's `decode`) panics during the drain, the
+    /// drain first finishes handing over the remaining entries and then
+    /// resumes the first panic.
     ///
     /// # Examples
     ///
@@ -316,7 +346,6 @@ impl<R: Record> Ring<R> {
         if self.sink.is_none() {
             return CloseOutcome::Closed { drained: 0 };
         }
-        let mut drained = 0;
         let mut first_panic = None;
         for ticket in end.saturating_sub(self.layout.capacity)..end {
             let slot = self.slot(ticket);
@@ -331,12 +360,16 @@ impl<R: Record> Ring<R> {
                 let bytes = self.capture(slot, ticket, len, chunks);
                 let panic = self.hand_off(ticket, Reason::Drained, &bytes);
                 first_panic = first_panic.or(panic);
-                drained += 1;
             }
         }
         if let Some(payload) = first_panic {
             panic::resume_unwind(payload);
         }
-        CloseOutcome::Closed { drained }
+        // Only this call drains (the fetch_or above lets exactly one through),
+        // so the counter holds exactly its hand-offs: accepted or refused-and-
+        // kept, not undecodable ones nor ones whose sink call panicked.
+        CloseOutcome::Closed {
+            drained: self.stats.drained.load(Ordering::Relaxed),
+        }
     }
 }
