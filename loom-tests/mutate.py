@@ -75,6 +75,19 @@ MUTANTS = {
            "            self.slot(first + part as u64).fill(header, piece);\n"
            "            self.slot(first + part as u64).commit(first + part as u64);",
            "multi-slot entry commits each slot as soon as it is filled"),
+    # The call layer's audit gate (src/call/gate.rs).
+    "G2": ("src/call/gate.rs",
+           "self.gate.state.fetch_sub(1, Ordering::Release);",
+           "self.gate.state.fetch_sub(1, Ordering::Relaxed);",
+           "gate leave Release -> Relaxed"),
+    "E2": ("src/call/gate.rs",
+           "while self.state.load(Ordering::Acquire) & !SHUT != 0 {",
+           "while self.state.load(Ordering::Relaxed) & !SHUT != 0 {",
+           "end's wait for writers Acquire -> Relaxed"),
+    "P5": ("src/call/gate.rs",
+           "while self.state.load(Ordering::Acquire) & !SHUT != 0 {",
+           "while false && self.state.load(Ordering::Acquire) & !SHUT != 0 {",
+           "end does not wait for writers inside the gate"),
 }
 
 
@@ -90,7 +103,7 @@ def run(label, scratch):
         "LOOM_MAX_PREEMPTIONS", "2"), CARGO_TARGET_DIR=os.path.join(ROOT, "target", "mutants"))
     start = time.time()
     cmd = ["cargo", "test", "--release", "--test", "loom_ring", "--test", "loom_sink",
-           "--test", "loom_multi_slot", "--no-fail-fast"]
+           "--test", "loom_multi_slot", "--test", "loom_gate", "--no-fail-fast"]
     proc = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True)
     open(dst, "w").write(text)  # restore for the next mutant
     failed = [line.split()[1] for line in proc.stdout.splitlines()

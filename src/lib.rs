@@ -7,6 +7,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+pub mod call;
 mod error;
 mod record;
 mod ring;

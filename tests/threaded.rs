@@ -33,7 +33,7 @@ fn entry(w: u64, i: u64, spread: u64) -> String {
     let mut s = format!("{w:02}:{i:010}:");
     let fill = (w.wrapping_mul(31).wrapping_add(i.wrapping_mul(7))) % spread;
     let c = char::from(b'a' + ((w + i) % 26) as u8);
-    s.extend(std::iter::repeat(c).take(fill as usize));
+    s.extend(std::iter::repeat_n(c, fill as usize));
     s.push('|');
     s
 }

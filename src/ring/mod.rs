@@ -130,7 +130,8 @@ impl Layout {
                 max: MAX_CAPACITY,
             });
         }
-        if slot_bytes % 8 != 0 || !(MIN_SLOT_BYTES..=MAX_SLOT_BYTES).contains(&slot_bytes) {
+        if !slot_bytes.is_multiple_of(8) || !(MIN_SLOT_BYTES..=MAX_SLOT_BYTES).contains(&slot_bytes)
+        {
             return Err(BuildError::SlotBytes {
                 requested: slot_bytes,
                 min: MIN_SLOT_BYTES,

@@ -174,7 +174,11 @@ impl<R: Record> Ring<R> {
     /// The validated scan. For each entry read whole, its bytes are appended to
     /// `buf` from offset `mark` and `emit(seq, buf, mark)` is called; `emit`
     /// may keep or truncate them.
-    fn scan(&self, buf: &mut Vec<u8>, mut emit: impl FnMut(u64, &mut Vec<u8>, usize)) -> Skipped {
+    pub(crate) fn scan(
+        &self,
+        buf: &mut Vec<u8>,
+        mut emit: impl FnMut(u64, &mut Vec<u8>, usize),
+    ) -> Skipped {
         let end = self.end_ticket();
         let mut skipped = Skipped::default();
         let mut ticket = end.saturating_sub(self.layout.capacity);
