@@ -8,6 +8,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 pub mod call;
+pub mod archive;
 mod error;
 mod record;
 mod ring;

@@ -1,0 +1,1 @@
+//! Durable sinks for evicted audit events (work in progress).
