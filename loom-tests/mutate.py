@@ -62,7 +62,7 @@ MUTANTS = {
            "if false {",
            "previous-lap wait skipped"),
     "P2": ("src/ring/write.rs",
-           "                    self.await_capture(old, part);",
+           "            self.await_capture(cont, part);",
            "",
            "continuation wait skipped"),
     "P3": ("src/ring/write.rs",

@@ -7,9 +7,10 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
-pub mod call;
 pub mod archive;
+pub mod call;
 mod error;
+pub mod host;
 mod record;
 mod ring;
 mod sink;

@@ -378,18 +378,18 @@ impl CallState {
                 * (PREFIX_LEN + self.notes.slot_payload_bytes()),
         );
         let mut prefixes = PrefixCache::new(self.zone);
-        self.notes.scan(&mut out, |_, buf, mark| {
-            // buf[mark..] = 8 bytes of nanos, then the text. Replace the
-            // nanos with the rendered prefix in place, then separate.
-            let Some(head) = buf.get(mark..mark + NOTE_HEADER) else {
-                buf.truncate(mark);
+        // Each entry is 8 bytes of nanos then the text; with PAD bytes in
+        // front, the rendered prefix overwrites padding + nanos in place.
+        const PAD: usize = PREFIX_LEN - NOTE_HEADER;
+        self.notes.scan_padded(&mut out, PAD, |_, buf, mark| {
+            let Some(head) = buf.get(mark + PAD..mark + PREFIX_LEN) else {
+                buf.truncate(mark); // shorter than a stored note: skip it
                 return;
             };
             let mut le = [0u8; NOTE_HEADER];
             le.copy_from_slice(head);
             let at = Timestamp::from_unix_nanos(i64::from_le_bytes(le));
-            let prefix = prefixes.prefix(at);
-            buf.splice(mark..mark + NOTE_HEADER, prefix.iter().copied());
+            buf[mark..mark + PREFIX_LEN].copy_from_slice(prefixes.prefix(at));
             buf.push(b'\n');
         });
         out.pop(); // the last separator, if any

@@ -560,8 +560,31 @@ impl<R: Record> Ring<R> {
         Slot::new(&words[offset..offset + self.layout.words_per_slot])
     }
 
+    /// The slot of ticket `t` if its page exists (readers never allocate),
+    /// remembering the last page looked up: a scan walks slots in order, so
+    /// it looks each page up once instead of once per entry.
+    #[inline(always)]
+    fn slot_cached<'a>(
+        &'a self,
+        t: u64,
+        cache: &mut Option<(usize, &'a [AtomicU64])>,
+    ) -> Option<Slot<'a>> {
+        let (page, offset) = self.layout.locate(t);
+        let words = match *cache {
+            Some((cached, words)) if cached == page => words,
+            _ => {
+                let words = self.pages[page].get()?.words();
+                *cache = Some((page, words));
+                words
+            }
+        };
+        Some(Slot::new(
+            &words[offset..offset + self.layout.words_per_slot],
+        ))
+    }
+
     /// The slot of ticket `t` if its page exists (readers never allocate).
-    #[inline]
+    #[inline(always)]
     fn slot_if_allocated(&self, t: u64) -> Option<Slot<'_>> {
         let (page, offset) = self.layout.locate(t);
         let words = self.pages[page].get()?.words();

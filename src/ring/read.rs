@@ -177,23 +177,48 @@ impl<R: Record> Ring<R> {
     pub(crate) fn scan(
         &self,
         buf: &mut Vec<u8>,
+        emit: impl FnMut(u64, &mut Vec<u8>, usize),
+    ) -> Skipped {
+        self.scan_padded(buf, 0, emit)
+    }
+
+    /// [`scan`](Ring::scan), with `pad` zero bytes in `buf` before each entry's
+    /// bytes (`emit` still gets the offset where the padding starts), for a
+    /// caller that rewrites a fixed-size header in place into something longer
+    /// (a rendered timestamp) without moving the rest of the entry.
+    pub(crate) fn scan_padded(
+        &self,
+        buf: &mut Vec<u8>,
+        pad: usize,
         mut emit: impl FnMut(u64, &mut Vec<u8>, usize),
     ) -> Skipped {
         let end = self.end_ticket();
         let mut skipped = Skipped::default();
         let mut ticket = end.saturating_sub(self.layout.capacity);
+        let mut pages = None;
         while ticket < end {
-            let Some(slot) = self.slot_if_allocated(ticket) else {
+            let Some(slot) = self.slot_cached(ticket, &mut pages) else {
                 // Its writer has not even allocated the page yet.
                 skipped.in_flight += 1;
                 ticket += 1;
                 continue;
             };
             let mark = buf.len();
+            buf.resize(mark + pad, 0);
             match slot.read(ticket, Want::First, buf) {
                 Ok(Header::First { len, chunks }) => {
                     let chunks = u64::from(chunks).max(1);
-                    match self.read_rest(ticket, len as usize, chunks, end, buf, mark) {
+                    let whole = if chunks == 1 {
+                        // The common case inline: the first slot held it all.
+                        if buf.len() - (mark + pad) == len as usize {
+                            Ok(())
+                        } else {
+                            Err(Miss::Overwritten)
+                        }
+                    } else {
+                        self.read_rest(ticket, len as usize, chunks, end, buf, mark + pad)
+                    };
+                    match whole {
                         Ok(()) => emit(ticket, buf, mark),
                         Err(miss) => {
                             buf.truncate(mark);
@@ -204,8 +229,12 @@ impl<R: Record> Ring<R> {
                 }
                 // The tail of an entry that started before the window, or of
                 // one already counted as skipped.
-                Ok(Header::Cont { .. }) => ticket += 1,
+                Ok(Header::Cont { .. }) => {
+                    buf.truncate(mark);
+                    ticket += 1;
+                }
                 Err(miss) => {
+                    buf.truncate(mark);
                     skipped.count(miss);
                     ticket += 1;
                 }
@@ -290,9 +319,12 @@ impl Ring<Text> {
         // One allocation for the common case of single-slot entries.
         let per_entry = self.layout.payload_bytes + sep.len();
         bytes.reserve(self.len().min(self.capacity()) * per_entry);
-        let skipped = self.scan(&mut bytes, |_, buf, _| {
-            buf.extend_from_slice(sep.as_bytes())
-        });
+        let skipped = match sep.as_bytes() {
+            // The common one-byte separator as a push: a runtime-length
+            // append is a memcpy call per entry.
+            &[byte] => self.scan(&mut bytes, |_, buf, _| buf.push(byte)),
+            sep => self.scan(&mut bytes, |_, buf, _| buf.extend_from_slice(sep)),
+        };
         if bytes.len() > start {
             bytes.truncate(bytes.len() - sep.len());
         }
