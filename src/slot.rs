@@ -41,9 +41,6 @@ pub(crate) const fn committed(t: u64) -> u64 {
 /// Words a slot needs besides its payload: the stamp and the header.
 pub(crate) const OVERHEAD_WORDS: usize = 2;
 
-/// Bytes a reader copies per step (see `copy_payload`).
-const BLOCK: usize = 64;
-
 const KIND_SHIFT: u32 = 62;
 const KIND_FIRST: u64 = 1;
 const KIND_CONT: u64 = 2;
@@ -230,19 +227,18 @@ impl<'a> Slot<'a> {
     pub(crate) fn copy_payload(&self, nbytes: usize, out: &mut Vec<u8>) {
         let nbytes = nbytes.min(self.capacity_bytes());
         let words = nbytes.div_ceil(8);
-        // Load up to 8 words into a local block, append the whole block (a
-        // fixed-size copy the compiler inlines), and cut the excess off at the
-        // end. Appending word by word made every store reload the vector's
-        // fields (a `u8` store may alias them); a variable-length append per
-        // entry costs a memcpy call. Both showed up in a join profile.
+        // Zero-fill whole words, then store each loaded word into place
+        // through a slice (pointer and length stay in registers). Measured
+        // alternatives (single-threaded join of 1000 82-byte notes): appending
+        // word by word, 18.7 us (every u8 store may alias the Vec's length, so
+        // each append reloads it after the previous store: a store-forwarding
+        // chain); loading into a local block and appending it, 18.7 us (the
+        // block's 16-byte reloads span two 8-byte stores and cannot be
+        // forwarded); this, 13.0 us, of which the zero-fill is ~16%.
         let start = out.len();
-        out.reserve(words * 8 + BLOCK);
-        let mut block = [0u8; BLOCK];
-        for chunk in self.words[1..=words].chunks(BLOCK / 8) {
-            for (dst, word) in block.chunks_exact_mut(8).zip(chunk) {
-                dst.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-            }
-            out.extend_from_slice(&block);
+        out.resize(start + words * 8, 0);
+        for (dst, word) in out[start..].chunks_exact_mut(8).zip(&self.words[1..=words]) {
+            dst.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
         }
         out.truncate(start + nbytes);
     }

@@ -81,6 +81,21 @@ impl Default for Limits {
 }
 
 /// Why a limit was rejected.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::call::{Limits, LimitsError};
+///
+/// let err = Limits::from_vars([("CALLRING_MAX_NOTES", "lots")]).unwrap_err();
+/// assert_eq!(
+///     err,
+///     LimitsError::NotANumber { var: "CALLRING_MAX_NOTES".into(), value: "lots".into() }
+/// );
+/// assert_eq!(err.to_string(), "CALLRING_MAX_NOTES=\"lots\": not a whole number");
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitsError {

@@ -23,6 +23,19 @@ const AUDIT_SLOT_BYTES: usize = 256;
 
 /// Why a note or event was not stored. Nothing was stored in any case; the
 /// caller still holds what it passed.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::call::{CallError, CallState, Limits};
+///
+/// let call = CallState::new("call-3", Limits::new(4, 4).expect("valid"));
+/// let err = call.append_note(&"x".repeat(1000)).unwrap_err();
+/// assert!(matches!(err, CallError::TooLarge { len: 1000, .. }));
+/// println!("{err}"); // entry of 1000 bytes is longer than the ... bytes the call keeps
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
@@ -67,6 +80,20 @@ impl std::error::Error for CallError {
 }
 
 /// What [`CallState::end`] did.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::call::{CallState, EndOutcome};
+///
+/// let call = CallState::new("call-3", Default::default());
+/// call.append_note("bye").expect("live call");
+/// // No sinks attached: nothing to drain, the notes stay readable.
+/// assert_eq!(call.end(), EndOutcome::Ended { notes_drained: 0, audit_drained: 0 });
+/// assert_eq!(call.all_notes().len(), 25);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "an ended call's drain counts say whether its sinks got everything"]
 pub enum EndOutcome {
@@ -148,6 +175,23 @@ impl fmt::Debug for CallState {
 }
 
 /// Builds a [`CallState`]: limits, sinks, clock and time zone.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::call::{CallState, Limits, TimeZoneChoice, Timestamp};
+///
+/// let (archive, _trail) = crossbeam_channel::bounded(1024); // back-pressures when full
+/// let call = CallState::builder("call-8")
+///     .limits(Limits::new(2000, 800).expect("valid"))
+///     .audit_sink(archive)
+///     .clock(Timestamp::now)
+///     .time_zone(TimeZoneChoice::Utc)
+///     .build();
+/// assert_eq!(call.limits().max_notes(), 2000);
+/// # }
+/// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CallStateBuilder {
     call_id: String,

@@ -78,6 +78,24 @@ impl RingStats {
 }
 
 /// Counters of a call: one [`RingStats`] per ring.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::call::{CallState, Limits};
+///
+/// let call = CallState::new("c", Limits::new(2, 2).expect("valid"));
+/// for note in ["a", "b", "c"] {
+///     call.append_note(note).expect("live call");
+/// }
+/// let m = call.metrics();
+/// assert_eq!((m.notes.appended, m.notes.evicted, m.notes.overflow_events), (3, 1, 1));
+/// assert_eq!((m.audit.appended, m.audit_seqs_issued), (0, 0));
+/// let json = serde_json::to_string(&m).expect("serialisable");
+/// assert!(json.contains("\"utilisation\":1.0"));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CallMetrics {
     /// The notes ring.
@@ -131,6 +149,15 @@ pub struct CallSummary {
 }
 
 /// A summary could not be written or read in a text format.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// let err = callring::call::CallSummary::from_json("not json").unwrap_err();
+/// assert!(err.to_string().starts_with("call summary JSON:"));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormatError {
     format: &'static str,

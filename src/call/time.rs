@@ -134,6 +134,17 @@ pub trait Clock: Send + Sync {
 }
 
 /// The system clock ([`Timestamp::now`]).
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::call::{Clock, SystemClock, Timestamp};
+///
+/// let before = Timestamp::now();
+/// assert!(SystemClock.now() >= before);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -150,6 +161,18 @@ impl<F: Fn() -> Timestamp + Send + Sync> Clock for F {
 }
 
 /// Which clock face notes are rendered in.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::call::{CallState, TimeZoneChoice};
+///
+/// let call = CallState::builder("c").time_zone(TimeZoneChoice::Local).build();
+/// call.append_note("rendered in the host's local time").expect("live call");
+/// assert!(call.all_notes().starts_with('['));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeZoneChoice {
