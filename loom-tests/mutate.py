@@ -75,18 +75,18 @@ MUTANTS = {
            "            self.slot(first + part as u64).fill(header, piece);\n"
            "            self.slot(first + part as u64).commit(first + part as u64);",
            "multi-slot entry commits each slot as soon as it is filled"),
-    # The call layer's audit gate (src/call/gate.rs).
-    "G2": ("src/call/gate.rs",
-           "self.gate.state.fetch_sub(1, Ordering::Release);",
-           "self.gate.state.fetch_sub(1, Ordering::Relaxed);",
-           "gate leave Release -> Relaxed"),
-    "E2": ("src/call/gate.rs",
-           "while self.state.load(Ordering::Acquire) & !SHUT != 0 {",
-           "while self.state.load(Ordering::Relaxed) & !SHUT != 0 {",
-           "end's wait for writers Acquire -> Relaxed"),
-    "P5": ("src/call/gate.rs",
-           "while self.state.load(Ordering::Acquire) & !SHUT != 0 {",
-           "while false && self.state.load(Ordering::Acquire) & !SHUT != 0 {",
+    # The door behind the call layer's audit gate (src/door.rs).
+    "G2": ("src/door.rs",
+           "self.0.state.fetch_sub(1, Ordering::Release);",
+           "self.0.state.fetch_sub(1, Ordering::Relaxed);",
+           "door leave Release -> Relaxed"),
+    "E2": ("src/door.rs",
+           "self.state.load(Ordering::Acquire) & !SHUT",
+           "self.state.load(Ordering::Relaxed) & !SHUT",
+           "count of threads inside Acquire -> Relaxed"),
+    "P5": ("src/door.rs",
+           "while self.inside() != 0 {",
+           "while false && self.inside() != 0 {",
            "end does not wait for writers inside the gate"),
 }
 

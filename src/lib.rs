@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod call;
+mod door;
 mod error;
 pub mod host;
 mod record;

@@ -1,0 +1,233 @@
+//! `Archiver`: the JSON Lines archive's handle. Starts the worker thread over
+//! a directory (after repairing a previous crash's torn tail), hands out
+//! sinks, flushes, reports status, stops.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::{ArchiveConfig, FaultEvent};
+use super::error::{ArchiveError, IoFailure, IoOp};
+use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Shared};
+use super::fs::ArchiveFs;
+use super::record::{sort_segments, torn_tail_start};
+use super::segment::Segments;
+use super::worker::Core;
+
+/// The durable audit archive: a background thread that appends every event
+/// handed to its sinks to JSON Lines segments in one directory.
+///
+/// Ring writers hand events over through a bounded channel
+/// ([`sink`](Archiver::sink)); a full channel makes them wait, it never drops
+/// an event. See the [module docs](super) for the format, the group-commit
+/// policy and exactly what a crash can lose.
+///
+/// Stop it with [`stop`](Archiver::stop) to learn how it went; dropping it
+/// stops it too, discarding the outcome.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{verify, ArchiveConfig, Archiver};
+/// use callring::call::{AuditEventType, CallState, Details, Limits};
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("archive opens");
+/// let call = CallState::builder("call-7")
+///     .limits(Limits::new(100, 2).expect("valid"))
+///     .audit_sink(archiver.sink("call-7"))
+///     .build();
+/// for _ in 0..5 {
+///     call.log_event(&AuditEventType::ToolInvoked, Some("tools"), &Details::new())
+///         .expect("live call");
+/// }
+/// let _ = call.end(); // drains the last 2 events to the archive
+/// let stats = archiver.stop().expect("clean stop");
+/// assert_eq!(stats.synced, 5);
+///
+/// let report = verify(dir.path()).expect("readable archive");
+/// assert!(report.is_complete());
+/// assert_eq!(report.calls["call-7"].events, 5);
+/// # }
+/// ```
+pub struct Archiver {
+    dir: PathBuf,
+    core: Core,
+    /// Held until the worker has stopped (dropped after `core`).
+    _lock: Box<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Archiver")
+            .field("dir", &self.dir)
+            .field("status", &self.core.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Archiver {
+    /// Opens (creating if needed) the archive in `dir` and starts its thread.
+    ///
+    /// Locks the directory against a second archiver. If the previous run
+    /// crashed and left a torn last line in its last segment, that line
+    /// (never fsynced, so never reported durable) is cut off, counted in
+    /// [`ArchiveStats::repaired_torn_bytes`] and reported to the fault
+    /// callback (this reads the last segment once). New records go to a new
+    /// segment after the existing ones.
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::InvalidConfig`] for an out-of-range setting,
+    /// [`ArchiveError::Locked`] if another archiver holds `dir`,
+    /// [`ArchiveError::Io`] if the directory cannot be created, listed or
+    /// repaired, [`ArchiveError::Spawn`] if the thread cannot start.
+    pub fn start(dir: impl Into<PathBuf>, config: ArchiveConfig) -> Result<Self, ArchiveError> {
+        config.validate()?;
+        let dir = dir.into();
+        let fs = Arc::clone(&config.fs);
+        fs.create_dir_all(&dir)
+            .map_err(|e| IoFailure::new(IoOp::CreateDir, &dir, &e))?;
+        let lock = fs.lock_dir(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => ArchiveError::Locked { dir: dir.clone() },
+            _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, &dir, &e)),
+        })?;
+        let names = fs
+            .list_dir(&dir)
+            .map_err(|e| IoFailure::new(IoOp::ListDir, &dir, &e))?;
+        let (segments, _others) = sort_segments(&dir, names);
+        let shared = Arc::new(Shared::new(config.on_fault.clone()));
+        let next = match segments.last() {
+            None => 1,
+            Some((index, path)) => {
+                let cut = repair_tail(&*fs, path)?;
+                if cut > 0 {
+                    add(&shared.counters.repaired_torn_bytes, cut);
+                    if let Some(callback) = &config.on_fault {
+                        callback(&FaultEvent::TornTailRepaired {
+                            file: path.clone(),
+                            bytes: cut,
+                        });
+                    }
+                }
+                index.saturating_add(1)
+            }
+        };
+        let backend = Segments::new(
+            fs,
+            dir.clone(),
+            config.segment_bytes,
+            next,
+            Arc::clone(&shared),
+        );
+        let core = Core::spawn("callring-archiver", backend, &config, shared)?;
+        Ok(Self {
+            dir,
+            core,
+            _lock: lock,
+        })
+    }
+
+    /// The archive directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A sink for the audit ring of call `call_id`: pass it to
+    /// [`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink).
+    #[must_use]
+    pub fn sink(&self, call_id: &str) -> ArchiveSink {
+        self.core.sink(call_id)
+    }
+
+    /// Waits until every event handed over before this call is durable
+    /// (written and fsynced).
+    ///
+    /// While a fault persists this waits for it to clear; use
+    /// [`flush_timeout`](Archiver::flush_timeout) to bound the wait.
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::NotRunning`] if the archiver's thread is gone.
+    pub fn flush(&self) -> Result<(), ArchiveError> {
+        self.core.flush(None)
+    }
+
+    /// [`flush`](Archiver::flush), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::Timeout`] if the flush did not finish in time (the
+    /// events stay queued and are archived later);
+    /// [`ArchiveError::NotRunning`] if the archiver's thread is gone.
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ArchiveError> {
+        self.core.flush(Some(timeout))
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> ArchiveStats {
+        self.core.shared().stats()
+    }
+
+    /// Running normally, retrying a fault (with the error), or stopped.
+    #[must_use]
+    pub fn status(&self) -> ArchiveStatus {
+        self.core.status()
+    }
+
+    /// The most recent failure, if any ever happened (kept after recovery).
+    #[must_use]
+    pub fn last_error(&self) -> Option<IoFailure> {
+        self.core.shared().last_error()
+    }
+
+    /// Stops the archiver: later hand-offs are refused (the rings keep those
+    /// events), every event already handed over is written and fsynced, and
+    /// the thread is joined.
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::GaveUp`] if a fault outlasted
+    /// [`ArchiveConfig::stop_timeout`] (with the count of events not known
+    /// to be durable), [`ArchiveError::Panicked`] if the thread panicked.
+    pub fn stop(mut self) -> Result<ArchiveStats, ArchiveError> {
+        self.core.stop()
+    }
+}
+
+/// Repairs the last segment of a previous run: cuts a torn tail, or ends a
+/// whole last record that lost only its newline. Returns the bytes cut.
+fn repair_tail(fs: &dyn ArchiveFs, path: &Path) -> Result<u64, IoFailure> {
+    let bytes = fs
+        .read(path)
+        .map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;
+    let start = torn_tail_start(&bytes);
+    let unterminated = bytes.last().is_some_and(|&b| b != b'\n');
+    if start.is_none() && !unterminated {
+        return Ok(0);
+    }
+    let mut file = fs
+        .open_append(path)
+        .map_err(|e| IoFailure::new(IoOp::Open, path, &e))?;
+    let cut = match start {
+        Some(start) => {
+            file.truncate(start as u64)
+                .map_err(|e| IoFailure::new(IoOp::Truncate, path, &e))?;
+            (bytes.len() - start) as u64
+        }
+        None => {
+            file.write_all(b"\n")
+                .map_err(|e| IoFailure::new(IoOp::Write, path, &e))?;
+            0
+        }
+    };
+    file.sync_data()
+        .map_err(|e| IoFailure::new(IoOp::Sync, path, &e))?;
+    Ok(cut)
+}

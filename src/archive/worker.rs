@@ -1,0 +1,340 @@
+//! The archiver's thread, shared by the JSON Lines and SQLite archivers: take
+//! events from the bounded channel in batches, write them, make them durable
+//! by the group-commit policy, retry failures with backoff, and on stop take
+//! every event already accepted before exiting.
+
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+
+use super::config::ArchiveConfig;
+use super::error::{ArchiveError, IoFailure};
+use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Msg, Shared};
+use crate::call::AuditEvent;
+use crate::sink::Evicted;
+
+/// Where a worker puts events: a segmented JSON Lines directory or SQLite.
+///
+/// `write` and `sync` are retried after an error until they succeed, so each
+/// must leave the backend able to redo the whole operation: nothing
+/// buffered may be dropped, and nothing written twice.
+pub(crate) trait Backend: Send + 'static {
+    /// Buffers one event (no I/O).
+    fn push(&mut self, call_id: &Arc<str>, entry: Evicted<AuditEvent>);
+    /// Hands buffered events to the operating system.
+    fn write(&mut self) -> Result<(), IoFailure>;
+    /// Makes every buffered event durable.
+    fn sync(&mut self) -> Result<(), IoFailure>;
+    /// Events pushed but not yet durable.
+    fn unsynced(&self) -> u64;
+    /// When the oldest event not yet durable was pushed.
+    fn oldest_unsynced(&self) -> Option<Instant>;
+}
+
+/// Events taken from the channel per batch before the batch is written.
+const BATCH: usize = 1024;
+
+/// How a stopping worker polls for hand-offs still under way.
+const STOP_POLL: Duration = Duration::from_millis(1);
+
+/// The settings a worker needs.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    fsync_every: u64,
+    fsync_interval: Duration,
+    retry_initial: Duration,
+    retry_max: Duration,
+    stop_timeout: Duration,
+}
+
+/// The worker gave up on a failing operation (only ever while stopping).
+struct GiveUp(IoFailure);
+
+struct Worker<B> {
+    backend: B,
+    rx: Receiver<Msg>,
+    shared: Arc<Shared>,
+    policy: Policy,
+    stop_deadline: Option<Instant>,
+}
+
+impl<B: Backend> Worker<B> {
+    fn run(mut self) -> Result<(), ArchiveError> {
+        let outcome = self.serve();
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(GiveUp(error)) => {
+                let lost = self.abandon();
+                add(&self.shared.counters.lost, lost);
+                Err(ArchiveError::GaveUp {
+                    error,
+                    lost,
+                    stats: Box::new(self.shared.stats()),
+                })
+            }
+        };
+        self.shared.set_stopped();
+        result
+    }
+
+    fn serve(&mut self) -> Result<(), GiveUp> {
+        let mut stopping = false;
+        while !stopping {
+            let due = self.sync_deadline();
+            let first = match due {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => self.rx.recv_deadline(at),
+            };
+            match first {
+                Ok(msg) => {
+                    stopping |= self.handle(msg)?;
+                    for _ in 1..BATCH {
+                        if self.backend.unsynced() >= self.policy.fsync_every {
+                            break;
+                        }
+                        match self.rx.try_recv() {
+                            Ok(msg) => stopping |= self.handle(msg)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            stopping |= self.shared.is_closed();
+            self.retry(B::write)?;
+            if self.sync_is_due() {
+                self.retry(B::sync)?;
+            }
+        }
+        // Stopping: `closed` is set, so new hand-offs are refused; take every
+        // event whose hand-off was accepted, then make it all durable.
+        self.drain(|worker, msg| worker.handle(msg).map(drop))?;
+        self.retry(B::sync)
+    }
+
+    /// Feeds every message still coming to `f`: until no hand-off is under
+    /// way and the channel is empty. Call only once `closed` is set.
+    fn drain(
+        &mut self,
+        mut f: impl FnMut(&mut Self, Msg) -> Result<(), GiveUp>,
+    ) -> Result<(), GiveUp> {
+        loop {
+            while let Ok(msg) = self.rx.try_recv() {
+                f(self, msg)?;
+            }
+            if self.shared.inflight() == 0 {
+                // Every accepted hand-off has put its event in the channel.
+                while let Ok(msg) = self.rx.try_recv() {
+                    f(self, msg)?;
+                }
+                return Ok(());
+            }
+            if let Ok(msg) = self.rx.recv_timeout(STOP_POLL) {
+                f(self, msg)?;
+            }
+        }
+    }
+
+    /// After giving up: count what is not durable, answer pending flushes.
+    fn abandon(&mut self) -> u64 {
+        let mut lost = self.backend.unsynced();
+        let _ = self.drain(|_, msg| {
+            if let Msg::Event { .. } = msg {
+                lost += 1;
+            }
+            // A `Flush`'s answer channel is dropped: the caller sees
+            // `NotRunning`.
+            Ok(())
+        });
+        lost
+    }
+
+    /// Handles one message; `true` for `Stop`.
+    fn handle(&mut self, msg: Msg) -> Result<bool, GiveUp> {
+        match msg {
+            Msg::Event { call_id, entry } => {
+                add(&self.shared.counters.received, 1);
+                self.backend.push(&call_id, entry);
+                Ok(false)
+            }
+            Msg::Flush(ack) => match self.retry(B::sync) {
+                Ok(()) => {
+                    let _ = ack.send(Ok(()));
+                    Ok(false)
+                }
+                Err(GiveUp(error)) => {
+                    let _ = ack.send(Err(ArchiveError::Io(error.clone())));
+                    Err(GiveUp(error))
+                }
+            },
+            Msg::Stop => Ok(true),
+        }
+    }
+
+    /// When the unsynced events must be made durable by age.
+    fn sync_deadline(&self) -> Option<Instant> {
+        self.backend
+            .oldest_unsynced()
+            .map(|t| t + self.policy.fsync_interval)
+    }
+
+    fn sync_is_due(&self) -> bool {
+        self.backend.unsynced() >= self.policy.fsync_every
+            || self.sync_deadline().is_some_and(|at| at <= Instant::now())
+    }
+
+    /// Runs `op` until it succeeds, with exponential backoff between
+    /// attempts; every failure is reported (status, counters, callback).
+    /// Gives up only while stopping, after `stop_timeout`.
+    fn retry(&mut self, op: fn(&mut B) -> Result<(), IoFailure>) -> Result<(), GiveUp> {
+        let mut attempts = 0;
+        let mut backoff = self.policy.retry_initial;
+        loop {
+            let error = match op(&mut self.backend) {
+                Ok(()) => {
+                    if attempts > 0 {
+                        self.shared.recovered(attempts);
+                    }
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            attempts += 1;
+            let mut wait = backoff;
+            let mut give_up = false;
+            if self.shared.is_closed() {
+                let now = Instant::now();
+                let deadline = *self
+                    .stop_deadline
+                    .get_or_insert(now + self.policy.stop_timeout);
+                give_up = now >= deadline;
+                wait = if give_up {
+                    Duration::ZERO
+                } else {
+                    wait.min(deadline - now)
+                };
+            }
+            self.shared.failed(error.clone(), attempts, wait);
+            if give_up {
+                return Err(GiveUp(error));
+            }
+            thread::sleep(wait);
+            add(&self.shared.counters.retries, 1);
+            backoff = backoff.saturating_mul(2).min(self.policy.retry_max);
+        }
+    }
+}
+
+/// An archiver's handle: the channel's sending side, the shared state, and
+/// the thread.
+#[derive(Debug)]
+pub(crate) struct Core {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<Result<(), ArchiveError>>>,
+}
+
+impl Core {
+    /// Starts a worker thread named `name` over `backend`.
+    pub(crate) fn spawn<B: Backend>(
+        name: &str,
+        backend: B,
+        config: &ArchiveConfig,
+        shared: Arc<Shared>,
+    ) -> Result<Self, ArchiveError> {
+        let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
+        let worker = Worker {
+            backend,
+            rx,
+            shared: Arc::clone(&shared),
+            policy: Policy {
+                fsync_every: config.fsync_every,
+                fsync_interval: config.fsync_interval,
+                retry_initial: config.retry_initial,
+                retry_max: config.retry_max,
+                stop_timeout: config.stop_timeout,
+            },
+            stop_deadline: None,
+        };
+        let thread = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || worker.run())
+            .map_err(|e| ArchiveError::Spawn {
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            tx,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn sink(&self, call_id: &str) -> ArchiveSink {
+        ArchiveSink::new(
+            Arc::from(call_id),
+            self.tx.clone(),
+            Arc::clone(&self.shared),
+        )
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(crate) fn status(&self) -> ArchiveStatus {
+        self.shared.status()
+    }
+
+    /// Waits until everything handed over before the call is durable.
+    pub(crate) fn flush(&self, timeout: Option<Duration>) -> Result<(), ArchiveError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let timed_out = || ArchiveError::Timeout {
+            waited: timeout.unwrap_or_default(),
+        };
+        let (ack, done) = crossbeam_channel::bounded(1);
+        let msg = Msg::Flush(ack);
+        match deadline {
+            None => self.tx.send(msg).map_err(|_| ArchiveError::NotRunning)?,
+            Some(at) => self.tx.send_deadline(msg, at).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => timed_out(),
+                SendTimeoutError::Disconnected(_) => ArchiveError::NotRunning,
+            })?,
+        }
+        match deadline {
+            None => done.recv().unwrap_or(Err(ArchiveError::NotRunning)),
+            Some(at) => match done.recv_deadline(at) {
+                Ok(result) => result,
+                Err(RecvTimeoutError::Timeout) => Err(timed_out()),
+                Err(RecvTimeoutError::Disconnected) => Err(ArchiveError::NotRunning),
+            },
+        }
+    }
+
+    /// Refuses new hand-offs, archives every accepted one, syncs, joins.
+    pub(crate) fn stop(&mut self) -> Result<ArchiveStats, ArchiveError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(self.shared.stats());
+        };
+        self.shared.close();
+        // Wakes a waiting worker. Blocks while the channel is full (the
+        // worker is draining it); fails if the worker is gone already.
+        let _ = self.tx.send(Msg::Stop);
+        match thread.join() {
+            Ok(Ok(())) => Ok(self.shared.stats()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.shared.set_stopped();
+                Err(ArchiveError::Panicked)
+            }
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
