@@ -1,0 +1,379 @@
+//! A voice-agent host under load: many live calls, agent threads appending
+//! notes and audit events to random calls, a supervisor reading snapshots
+//! throughout, calls ending (drained to a JSON Lines archive) and new ones
+//! starting. At the end it verifies the archive: every ended call's audit
+//! trail complete, no gap, no duplicate.
+//!
+//! ```sh
+//! cargo run --release --example agent_host
+//! cargo run --release --example agent_host -- --calls 10000 --agents 8
+//! cargo run --release --example agent_host -- --help
+//! ```
+//!
+//! Exit status: 0 when the archive verifies, 1 when it does not, 2 for bad
+//! options or an unusable archive directory.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use callring::archive::{self, ArchiveConfig, Archiver};
+use callring::call::{AuditEventType, CallSummary, Details, Limits};
+use callring::host::CallRegistry;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Simulate a voice-agent host on callring and verify its audit archive.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Options {
+    /// Live calls at any moment.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    calls: u64,
+    /// Agent threads appending notes and events.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    agents: u64,
+    /// How long the host runs, in seconds, before ending every call.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    seconds: u64,
+    /// Appends (notes + events) after which a call ends and a new one starts.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    call_length: u64,
+    /// Audit events per 100 appends (the rest are notes).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=100))]
+    event_percent: u64,
+    /// Archive directory (created if missing; must be empty or an archive).
+    /// Default: a new temporary directory, removed at the end.
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// Seed for the agents' choices.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print the final summary of this call as YAML (e.g. `call-0-0`).
+    #[arg(long, value_name = "CALL")]
+    summary: Option<String>,
+}
+
+/// One slot of the host: the call currently in it is `call-{slot}-{generation}`.
+struct Slot {
+    generation: AtomicU64,
+    appends: AtomicU64,
+}
+
+fn call_id(slot: usize, generation: u64) -> String {
+    format!("call-{slot}-{generation}")
+}
+
+/// Totals gathered from ended calls.
+#[derive(Default)]
+struct Totals {
+    calls: u64,
+    calls_with_events: u64,
+    notes_appended: u64,
+    notes_evicted: u64,
+    events_appended: u64,
+    events_evicted: u64,
+    events_drained: u64,
+    writer_waits: u64,
+    sink_waits: u64,
+    reader_skips: u64,
+}
+
+impl Totals {
+    fn add(&mut self, s: &CallSummary) {
+        self.calls += 1;
+        if s.metrics.audit.appended > 0 {
+            self.calls_with_events += 1;
+        }
+        self.notes_appended += s.metrics.notes.appended;
+        self.notes_evicted += s.metrics.notes.evicted;
+        self.events_appended += s.metrics.audit.appended;
+        self.events_evicted += s.metrics.audit.evicted;
+        self.events_drained += s.metrics.audit.drained;
+        self.writer_waits += s.metrics.notes.writer_waits + s.metrics.audit.writer_waits;
+        self.sink_waits += s.metrics.audit.sink_waits;
+        self.reader_skips += s.metrics.notes.reader_skips + s.metrics.audit.reader_skips;
+    }
+}
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("agent_host: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Makes sure `dir` can hold an archive: creates it, writes and removes a probe.
+fn prepare_archive_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create archive directory {}: {e}", dir.display()))?;
+    let probe = dir.join(".agent_host_probe");
+    std::fs::write(&probe, b"probe")
+        .map_err(|e| format!("archive directory {} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn run(o: &Options) -> Result<bool, String> {
+    let temp;
+    let dir = match &o.archive {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+            temp.path().to_path_buf()
+        }
+    };
+    prepare_archive_dir(&dir)?;
+    let archiver = Arc::new(
+        Archiver::start(&dir, ArchiveConfig::default())
+            .map_err(|e| format!("cannot start the archive in {}: {e}", dir.display()))?,
+    );
+    let registry = {
+        let archiver = Arc::clone(&archiver);
+        CallRegistry::builder()
+            .limits(|_script| Ok(Limits::default()))
+            .audit_sink(move |id| archiver.sink(id))
+            .build()
+    };
+
+    let slots: Vec<Slot> = (0..o.calls)
+        .map(|_| Slot {
+            generation: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
+        })
+        .collect();
+    for (i, _) in slots.iter().enumerate() {
+        registry
+            .start(&call_id(i, 0), "default")
+            .map_err(|e| e.to_string())?;
+    }
+
+    let totals = Mutex::new(Totals::default());
+    let wanted_summary: Mutex<Option<CallSummary>> = Mutex::new(None);
+    let record = |summary: CallSummary| {
+        totals.lock().expect("not poisoned").add(&summary);
+        if o.summary.as_deref() == Some(summary.call_id.as_str()) {
+            *wanted_summary.lock().expect("not poisoned") = Some(summary);
+        }
+    };
+    let appends = AtomicU64::new(0);
+    let raced = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let deadline = Duration::from_secs(o.seconds);
+    let started = Instant::now();
+
+    let bar = ProgressBar::new(o.seconds);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len}s {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+
+    let (snapshots, snapshot_hist) = thread::scope(|s| {
+        for agent in 0..o.agents {
+            let (registry, slots, appends, raced, stop, record) =
+                (&registry, &slots, &appends, &raced, &stop, &record);
+            s.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(o.seed.wrapping_add(agent));
+                let mut local = 0u64;
+                let mut text = String::with_capacity(128);
+                while !stop.load(Ordering::Relaxed) {
+                    let i = rng.usize(0..slots.len());
+                    let slot = &slots[i];
+                    let generation = slot.generation.load(Ordering::Acquire);
+                    let id = call_id(i, generation);
+                    let Some(call) = registry.get(&id) else {
+                        raced.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let ok = if rng.u64(0..100) < o.event_percent {
+                        let mut details = Details::new();
+                        details.insert("agent".into(), agent.into());
+                        details.insert("tool".into(), "crm.lookup".into());
+                        call.log_event(&AuditEventType::ToolInvoked, Some("tools"), &details)
+                            .is_ok()
+                    } else {
+                        use std::fmt::Write;
+                        text.clear();
+                        let _ = write!(
+                            text,
+                            "agent {agent}: caller confirmed detail {} of the payment plan",
+                            rng.u32(0..100_000)
+                        );
+                        call.append_note(&text).is_ok()
+                    };
+                    if !ok {
+                        raced.fetch_add(1, Ordering::Relaxed); // ended meanwhile
+                        continue;
+                    }
+                    local += 1;
+                    if local.is_multiple_of(1024) {
+                        appends.fetch_add(1024, Ordering::Relaxed);
+                    }
+                    // The append that completes the call ends it and starts the next.
+                    if slot.appends.fetch_add(1, Ordering::AcqRel) + 1 == o.call_length {
+                        if let Ok(summary) = registry.end(&id) {
+                            record(summary);
+                        }
+                        slot.appends.store(0, Ordering::Release);
+                        let next = generation + 1;
+                        if registry.start(&call_id(i, next), "default").is_ok() {
+                            slot.generation.store(next, Ordering::Release);
+                        }
+                    }
+                }
+                appends.fetch_add(local % 1024, Ordering::Relaxed);
+            });
+        }
+        // The supervisor: snapshots of random live calls, timed.
+        let supervisor = s.spawn(|| {
+            let mut rng = fastrand::Rng::with_seed(o.seed ^ 0x5eed);
+            let mut hist = Histogram::<u64>::new(3).expect("valid precision");
+            let mut count = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let i = rng.usize(0..slots.len());
+                let id = call_id(i, slots[i].generation.load(Ordering::Acquire));
+                let Some(call) = registry.get(&id) else {
+                    continue;
+                };
+                let t = Instant::now();
+                let notes = call.all_notes();
+                let summary = call.summarize();
+                let _ = hist.record(t.elapsed().as_nanos() as u64);
+                std::hint::black_box((notes, summary));
+                count += 1;
+            }
+            (count, hist)
+        });
+        while started.elapsed() < deadline {
+            thread::sleep(Duration::from_millis(200));
+            bar.set_position(started.elapsed().as_secs().min(o.seconds));
+            bar.set_message(format!(
+                "{:.1} M appends",
+                appends.load(Ordering::Relaxed) as f64 / 1e6
+            ));
+        }
+        stop.store(true, Ordering::Relaxed);
+        supervisor.join().expect("supervisor")
+    });
+    let run_time = started.elapsed();
+    bar.finish_and_clear();
+
+    // End every call still live: drained to the archive.
+    for id in registry.live() {
+        if let Ok(summary) = registry.end(&id) {
+            record(summary);
+        }
+    }
+    drop(registry); // releases its handle on the archiver
+    let archiver = Arc::try_unwrap(archiver)
+        .map_err(|_| "the archiver is still shared after every call ended".to_owned())?;
+    let archive_stats = archiver
+        .stop()
+        .map_err(|e| format!("archive failed to stop cleanly: {e}"))?;
+    let report = archive::verify(&dir).map_err(|e| format!("cannot verify the archive: {e}"))?;
+
+    let totals = totals.into_inner().expect("not poisoned");
+    let appended = totals.notes_appended + totals.events_appended;
+    let secs = run_time.as_secs_f64();
+    let pct = |q: f64| Duration::from_nanos(snapshot_hist.value_at_quantile(q));
+    println!(
+        "callring agent host: {} s, {} agent threads, {} live calls",
+        o.seconds, o.agents, o.calls
+    );
+    println!(
+        "  machine            {} cores{}",
+        thread::available_parallelism().map_or(1, |n| n.get()),
+        if o.agents + 1 > thread::available_parallelism().map_or(1, |n| n.get() as u64) {
+            " (agent + supervisor threads outnumber cores)"
+        } else {
+            ""
+        }
+    );
+    println!("  calls ended        {}", totals.calls);
+    println!(
+        "  appends            {appended} ({:.2} M/s): {} notes, {} audit events",
+        appended as f64 / secs / 1e6,
+        totals.notes_appended,
+        totals.events_appended
+    );
+    println!(
+        "  appends raced end  {} (call ended between lookup and append; refused, not lost)",
+        raced.load(Ordering::Relaxed)
+    );
+    println!(
+        "  notes evicted      {} (no notes sink: dropped by design)",
+        totals.notes_evicted
+    );
+    println!(
+        "  events archived    {} evicted + {} drained at end of call = {}",
+        totals.events_evicted,
+        totals.events_drained,
+        totals.events_evicted + totals.events_drained
+    );
+    println!(
+        "  snapshots          {snapshots} (all notes + summary of a live call): p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        Duration::from_nanos(snapshot_hist.max())
+    );
+    println!(
+        "  writer waits       {} (slot), {} (archive back-pressure); reader skips {}",
+        totals.writer_waits, totals.sink_waits, totals.reader_skips
+    );
+    println!(
+        "  archive            {} records in {} segments, {} fsyncs, {} I/O errors, {} MB in {}",
+        archive_stats.synced,
+        archive_stats.segments,
+        archive_stats.fsyncs,
+        archive_stats.errors,
+        archive_stats.bytes / 1_000_000,
+        dir.display()
+    );
+    if let Some(peak) = peak_memory() {
+        println!("  peak memory        {peak}");
+    }
+    let complete = report.calls.values().filter(|c| c.is_complete()).count() as u64;
+    let gaps: usize = report.calls.values().map(|c| c.gaps.len()).sum();
+    let duplicates: usize = report.calls.values().map(|c| c.duplicates.len()).sum();
+    // Every ended call that logged events is in the archive, complete, and
+    // the archive holds exactly the events appended.
+    let verified = report.is_complete()
+        && complete == totals.calls_with_events
+        && report.records == totals.events_appended
+        && report.torn_tail.is_none();
+    println!(
+        "  verification       {complete} calls complete, {gaps} gaps, {duplicates} duplicates, {} events ({})",
+        report.records,
+        if verified { "verified" } else { "FAILED" }
+    );
+    if let Some(id) = &o.summary {
+        match wanted_summary.into_inner().expect("not poisoned") {
+            Some(summary) => println!(
+                "\n{}",
+                summary
+                    .to_yaml()
+                    .map_err(|e| format!("summary of {id}: {e}"))?
+            ),
+            None => println!("\nno call {id} ended during the run"),
+        }
+    }
+    Ok(verified)
+}
+
+/// Peak resident memory, from /proc (Linux).
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.trim_start_matches("VmHWM:").trim().to_owned())
+}

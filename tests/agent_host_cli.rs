@@ -1,0 +1,103 @@
+//! The simulator's command line: a short run verifies its archive (exit 0),
+//! and bad options get a clear message with exit status 2, no backtrace.
+//! `cargo test` builds the examples; this runs the built `agent_host`.
+#![cfg(not(loom))]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn agent_host() -> PathBuf {
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/agent_host
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir
+        .join("examples")
+        .join(format!("agent_host{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} not built (cargo test builds examples)",
+        path.display()
+    );
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(agent_host())
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn a_short_run_verifies_its_archive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    let out = run(&[
+        "--calls",
+        "20",
+        "--agents",
+        "2",
+        "--seconds",
+        "1",
+        "--call-length",
+        "300",
+        "--archive",
+        archive.to_str().expect("utf-8 path"),
+        "--summary",
+        "call-0-0",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 gaps, 0 duplicates"), "{stdout}");
+    assert!(stdout.contains("(verified)"), "{stdout}");
+    // The archive is where we said, and verifies on its own too.
+    let report = callring::archive::verify(&archive).expect("readable");
+    assert!(report.is_complete() && report.records > 0);
+}
+
+#[test]
+fn bad_options_exit_2_with_a_message() {
+    for args in [
+        &["--calls", "0"][..],
+        &["--calls", "-5"],
+        &["--agents", "many"],
+        &["--seconds", "0"],
+        &["--event-percent", "101"],
+        &["--no-such-flag"],
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unusable_archive_directory_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let out = run(&[
+        "--archive",
+        file.join("sub").to_str().expect("utf-8"),
+        "--seconds",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot create archive directory"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
