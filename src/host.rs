@@ -175,15 +175,6 @@ impl CallRegistryBuilder {
     }
 }
 
-/// Forwards to a boxed sink.
-struct Boxed<T>(Box<dyn Sink<T>>);
-
-impl<T> Sink<T> for Boxed<T> {
-    fn accept(&self, entry: crate::Evicted<T>) -> Result<crate::Delivery, crate::Refused<T>> {
-        self.0.accept(entry)
-    }
-}
-
 impl Default for CallRegistry {
     fn default() -> Self {
         Self::builder().build()
@@ -221,10 +212,10 @@ impl CallRegistry {
         }
         let mut builder = CallState::builder(call_id).limits(limits);
         if let Some(make) = &self.audit_sink {
-            builder = builder.audit_sink(Boxed(make(call_id)));
+            builder = builder.audit_sink(make(call_id));
         }
         if let Some(make) = &self.notes_sink {
-            builder = builder.notes_sink(Boxed(make(call_id)));
+            builder = builder.notes_sink(make(call_id));
         }
         let call = Arc::new(builder.build());
         let key: Arc<str> = Arc::from(call_id);

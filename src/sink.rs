@@ -117,6 +117,13 @@ where
     }
 }
 
+/// A boxed sink is a sink (so a ring can take one chosen at run time).
+impl<T> Sink<T> for Box<dyn Sink<T>> {
+    fn accept(&self, entry: Evicted<T>) -> Result<Delivery, Refused<T>> {
+        (**self).accept(entry)
+    }
+}
+
 impl<T: Send> Sink<T> for crossbeam_channel::Sender<Evicted<T>> {
     fn accept(&self, entry: Evicted<T>) -> Result<Delivery, Refused<T>> {
         use crossbeam_channel::TrySendError;

@@ -180,6 +180,8 @@ impl<'a> Slot<'a> {
     /// plain `Relaxed` load ordered by the caller's Acquire wait.
     #[inline]
     pub(crate) fn owned_header(&self) -> Option<Header> {
+        // Relaxed: the caller owns the slot; its Acquire wait (W1 or D1) on
+        // the previous commit already ordered these words before this load.
         Header::decode(self.words[0].load(Ordering::Relaxed))
     }
 
@@ -198,6 +200,8 @@ impl<'a> Slot<'a> {
     #[inline]
     pub(crate) fn fill(&self, header: Header, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.capacity_bytes());
+        // Relaxed stores: published by the commit (W5); a reader that loads
+        // one early fails its re-check (W3 pairs with R2).
         self.words[0].store(header.encode(), Ordering::Relaxed);
         let mut chunks = bytes.chunks_exact(8);
         for (word, chunk) in self.words[1..].iter().zip(&mut chunks) {
@@ -238,6 +242,8 @@ impl<'a> Slot<'a> {
         let start = out.len();
         out.resize(start + words * 8, 0);
         for (dst, word) in out[start..].chunks_exact_mut(8).zip(&self.words[1..=words]) {
+            // Relaxed: validated afterwards by the reader's re-check (R2), or
+            // owned by the caller after an Acquire wait (W1, D1).
             dst.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
         }
         out.truncate(start + nbytes);
@@ -280,6 +286,7 @@ impl<'a> Slot<'a> {
         // above read a store of a later writer, that writer's claim (stored
         // before its W3) is visible to the re-check below, which then fails.
         fence(Ordering::Acquire);
+        // Relaxed: the R2 fence above orders it after the payload loads.
         let s2 = self.stamp.load(Ordering::Relaxed);
         if s2 != s1 {
             out.truncate(mark);

@@ -110,6 +110,7 @@ pub(crate) fn add(counter: &Counter, n: u64) {
 
 impl Counters {
     fn snapshot(&self) -> ArchiveStats {
+        // Relaxed: statistics.
         let get = |c: &Counter| c.load(Ordering::Relaxed);
         ArchiveStats {
             received: get(&self.received),

@@ -11,7 +11,7 @@ use super::summary::{CallMetrics, CallSummary, Counts, RingStats};
 use super::time::{Clock, PrefixCache, SystemClock, TimeZoneChoice, Timestamp, PREFIX_LEN};
 use crate::record::EncodeError;
 use crate::ring::Ring;
-use crate::sink::{Evicted, Sink};
+use crate::sink::Sink;
 use crate::PushError;
 
 /// Slot size of both rings: 112 payload bytes, so a note of up to 104 bytes
@@ -214,15 +214,6 @@ impl fmt::Debug for CallStateBuilder {
     }
 }
 
-/// Forwards to a boxed sink (a `Box<dyn Sink>` is not itself a `Sink`).
-struct Boxed<T>(Box<dyn Sink<T>>);
-
-impl<T> Sink<T> for Boxed<T> {
-    fn accept(&self, entry: Evicted<T>) -> Result<crate::sink::Delivery, crate::sink::Refused<T>> {
-        self.0.accept(entry)
-    }
-}
-
 impl CallStateBuilder {
     /// Ring sizes (default: [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -262,13 +253,13 @@ impl CallStateBuilder {
             .capacity(self.limits.max_notes())
             .slot_bytes(NOTE_SLOT_BYTES);
         if let Some(sink) = self.notes_sink {
-            notes = notes.sink(Boxed(sink));
+            notes = notes.sink(sink);
         }
         let mut audit = Ring::builder()
             .capacity(self.limits.max_audit_log())
             .slot_bytes(AUDIT_SLOT_BYTES);
         if let Some(sink) = self.audit_sink {
-            audit = audit.sink(Boxed(sink));
+            audit = audit.sink(sink);
         }
         CallState {
             started_at: self.clock.now(),

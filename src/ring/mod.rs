@@ -481,6 +481,7 @@ impl<R: Record> Ring<R> {
     pub fn metrics(&self) -> Metrics {
         let tickets = self.end_ticket();
         let s = &*self.stats;
+        // Relaxed: statistics; exact once writers are quiescent.
         let load = |c: &Counter| c.load(Ordering::Relaxed);
         let appended = tickets.saturating_sub(load(&s.extra_tickets));
         let evicted = tickets

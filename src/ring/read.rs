@@ -166,7 +166,7 @@ impl<R: Record> Ring<R> {
         if undecodable > 0 {
             self.stats
                 .undecodable
-                .fetch_add(undecodable, Ordering::Relaxed);
+                .fetch_add(undecodable, Ordering::Relaxed); // a statistic
         }
         Snapshot { entries, skipped }
     }
@@ -243,7 +243,7 @@ impl<R: Record> Ring<R> {
         if skipped.total() > 0 {
             self.stats
                 .reader_skips
-                .fetch_add(skipped.total(), Ordering::Relaxed);
+                .fetch_add(skipped.total(), Ordering::Relaxed); // a statistic
         }
         skipped
     }

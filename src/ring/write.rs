@@ -50,6 +50,7 @@ type Panic = Box<dyn std::any::Any + Send + 'static>;
 
 #[inline]
 fn bump(counter: &Counter) {
+    // Relaxed: statistics counters publish nothing.
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -116,7 +117,7 @@ impl<R: Record> Ring<R> {
         if chunks > 1 {
             self.stats
                 .extra_tickets
-                .fetch_add(chunks - 1, Ordering::Relaxed);
+                .fetch_add(chunks - 1, Ordering::Relaxed); // a statistic
         }
         let panic = if chunks == 1 {
             self.write_one(ticket, bytes)
@@ -369,6 +370,7 @@ impl<R: Record> Ring<R> {
         // so the counter holds exactly its hand-offs: accepted or refused-and-
         // kept, not undecodable ones nor ones whose sink call panicked.
         CloseOutcome::Closed {
+            // Relaxed: bumped only by this thread's hand-offs above.
             drained: self.stats.drained.load(Ordering::Relaxed),
         }
     }
