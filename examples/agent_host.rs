@@ -1,8 +1,11 @@
 //! A voice-agent host under load: many live calls, agent threads appending
 //! notes and audit events to random calls, a supervisor reading snapshots
-//! throughout, calls ending (drained to a JSON Lines archive) and new ones
-//! starting. At the end it verifies the archive: every ended call's audit
-//! trail complete, no gap, no duplicate.
+//! throughout, calls ending and new ones starting. Every audit event is
+//! written through to a JSON Lines archive as it is logged; each ended call
+//! gets a closed record. At the end it verifies the archive: every ended
+//! call's audit trail complete, no gap, no duplicate. A probe thread measures
+//! how long a record waits between its hand-over and the durable watermark
+//! passing it.
 //!
 //! ```sh
 //! cargo run --release --example agent_host
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use callring::archive::{self, ArchiveConfig, Archiver};
 use callring::call::{AuditEventType, CallSummary, Details, Limits};
-use callring::host::CallRegistry;
+use callring::host::{CallRegistry, EndedCall};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,26 +79,33 @@ struct Totals {
     notes_appended: u64,
     notes_evicted: u64,
     events_appended: u64,
-    events_evicted: u64,
-    events_drained: u64,
+    events_written: u64,
+    events_refused: u64,
+    closed_records: u64,
     writer_waits: u64,
-    sink_waits: u64,
     reader_skips: u64,
 }
 
 impl Totals {
-    fn add(&mut self, s: &CallSummary) {
+    fn add(&mut self, ended: &EndedCall) {
+        let s = &ended.summary;
         self.calls += 1;
+        self.events_refused += ended.refused_audit.len() as u64;
+        if let callring::call::EndOutcome::Ended {
+            closed_record: true,
+            ..
+        } = ended.outcome
+        {
+            self.closed_records += 1;
+        }
         if s.metrics.audit.appended > 0 {
             self.calls_with_events += 1;
         }
         self.notes_appended += s.metrics.notes.appended;
         self.notes_evicted += s.metrics.notes.evicted;
         self.events_appended += s.metrics.audit.appended;
-        self.events_evicted += s.metrics.audit.evicted;
-        self.events_drained += s.metrics.audit.drained;
+        self.events_written += s.metrics.audit_written;
         self.writer_waits += s.metrics.notes.writer_waits + s.metrics.audit.writer_waits;
-        self.sink_waits += s.metrics.audit.sink_waits;
         self.reader_skips += s.metrics.notes.reader_skips + s.metrics.audit.reader_skips;
     }
 }
@@ -141,7 +151,7 @@ fn run(o: &Options) -> Result<bool, String> {
         let archiver = Arc::clone(&archiver);
         CallRegistry::builder()
             .limits(|_script| Ok(Limits::default()))
-            .audit_sink(move |id| archiver.sink(id))
+            .audit_archive(move |id| archiver.sink(id))
             .build()
     };
 
@@ -159,10 +169,10 @@ fn run(o: &Options) -> Result<bool, String> {
 
     let totals = Mutex::new(Totals::default());
     let wanted_summary: Mutex<Option<CallSummary>> = Mutex::new(None);
-    let record = |summary: CallSummary| {
-        totals.lock().expect("not poisoned").add(&summary);
-        if o.summary.as_deref() == Some(summary.call_id.as_str()) {
-            *wanted_summary.lock().expect("not poisoned") = Some(summary);
+    let record = |ended: EndedCall| {
+        totals.lock().expect("not poisoned").add(&ended);
+        if o.summary.as_deref() == Some(ended.summary.call_id.as_str()) {
+            *wanted_summary.lock().expect("not poisoned") = Some(ended.summary);
         }
     };
     let appends = AtomicU64::new(0);
@@ -178,7 +188,7 @@ fn run(o: &Options) -> Result<bool, String> {
             .progress_chars("=> "),
     );
 
-    let (snapshots, snapshot_hist) = thread::scope(|s| {
+    let (snapshots, snapshot_hist, durable_lag, max_lag_records) = thread::scope(|s| {
         for agent in 0..o.agents {
             let (registry, slots, appends, raced, stop, record) =
                 (&registry, &slots, &appends, &raced, &stop, &record);
@@ -254,6 +264,30 @@ fn run(o: &Options) -> Result<bool, String> {
             }
             (count, hist)
         });
+        // The durability probe: how long the newest record handed over waits
+        // until the durable watermark passes it, and how many records the
+        // watermark trails by.
+        let probe = s.spawn(|| {
+            let mut hist = Histogram::<u64>::new(3).expect("valid precision");
+            let mut max_lag = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tip = archiver.durability();
+                max_lag = max_lag.max(tip.lag());
+                if tip.lag() == 0 {
+                    thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let t = Instant::now();
+                while archiver.durability().durable < tip.handed_over
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    thread::sleep(Duration::from_micros(500));
+                }
+                let _ = hist.record(t.elapsed().as_micros() as u64);
+                thread::sleep(Duration::from_millis(5));
+            }
+            (hist, max_lag)
+        });
         while started.elapsed() < deadline {
             thread::sleep(Duration::from_millis(200));
             bar.set_position(started.elapsed().as_secs().min(o.seconds));
@@ -263,7 +297,9 @@ fn run(o: &Options) -> Result<bool, String> {
             ));
         }
         stop.store(true, Ordering::Relaxed);
-        supervisor.join().expect("supervisor")
+        let (count, hist) = supervisor.join().expect("supervisor");
+        let (lag, max_lag) = probe.join().expect("probe");
+        (count, hist, lag, max_lag)
     });
     let run_time = started.elapsed();
     bar.finish_and_clear();
@@ -314,11 +350,18 @@ fn run(o: &Options) -> Result<bool, String> {
         "  notes evicted      {} (no notes sink: dropped by design)",
         totals.notes_evicted
     );
+    let lag = |q: f64| Duration::from_micros(durable_lag.value_at_quantile(q));
     println!(
-        "  events archived    {} evicted + {} drained at end of call = {}",
-        totals.events_evicted,
-        totals.events_drained,
-        totals.events_evicted + totals.events_drained
+        "  events archived    {} written through as logged, {} refused, {} closed records",
+        totals.events_written, totals.events_refused, totals.closed_records
+    );
+    println!(
+        "  durable watermark  a record handed over is durable within p50 {:?}, p99 {:?}, max {:?} \
+         ({} probes); the watermark trailed by at most {max_lag_records} records",
+        lag(0.5),
+        lag(0.99),
+        Duration::from_micros(durable_lag.max()),
+        durable_lag.len()
     );
     println!(
         "  snapshots          {snapshots} (all notes + summary of a live call): p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
@@ -329,7 +372,7 @@ fn run(o: &Options) -> Result<bool, String> {
     );
     println!(
         "  writer waits       {} (slot), {} (archive back-pressure); reader skips {}",
-        totals.writer_waits, totals.sink_waits, totals.reader_skips
+        totals.writer_waits, archive_stats.sink_waits, totals.reader_skips
     );
     println!(
         "  archive            {} records in {} segments, {} fsyncs, {} I/O errors, {} MB in {}",
@@ -343,18 +386,20 @@ fn run(o: &Options) -> Result<bool, String> {
     if let Some(peak) = peak_memory() {
         println!("  peak memory        {peak}");
     }
-    let complete = report.calls.values().filter(|c| c.is_complete()).count() as u64;
     let gaps: usize = report.calls.values().map(|c| c.gaps.len()).sum();
     let duplicates: usize = report.calls.values().map(|c| c.duplicates.len()).sum();
-    // Every ended call that logged events is in the archive, complete, and
-    // the archive holds exactly the events appended.
+    // Every ended call is in the archive with its closed record, complete,
+    // and the archive holds exactly the events appended.
     let verified = report.is_complete()
-        && complete == totals.calls_with_events
-        && report.records == totals.events_appended
+        && report.complete == totals.calls
+        && report.events == totals.events_appended
+        && totals.events_written == totals.events_appended
         && report.torn_tail.is_none();
     println!(
-        "  verification       {complete} calls complete, {gaps} gaps, {duplicates} duplicates, {} events ({})",
-        report.records,
+        "  verification       {} calls complete, {} open, {gaps} gaps, {duplicates} duplicates, {} events ({})",
+        report.complete,
+        report.open,
+        report.events,
         if verified { "verified" } else { "FAILED" }
     );
     if let Some(id) = &o.summary {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::call::{AuditEvent, CallState, CallSummary, Limits, LimitsError, Note};
+use crate::archive::ArchiveSink;
+use crate::call::{AuditEvent, CallState, CallSummary, EndOutcome, Limits, LimitsError, Note};
 use crate::sink::Sink;
 
 /// Shards of the registry: enough that a start or end copies a small map even
@@ -25,6 +26,30 @@ type Map = HashMap<Arc<str>, Arc<CallState>>;
 
 /// Makes a call's sinks, given its id.
 type SinkFactory<T> = Box<dyn Fn(&str) -> Box<dyn Sink<T>> + Send + Sync>;
+/// Makes a call's write-through archive sink, given its id.
+type ArchiveFactory = Box<dyn Fn(&str) -> ArchiveSink + Send + Sync>;
+
+/// How a new call's audit trail leaves memory.
+enum AuditOut {
+    None,
+    Archive(ArchiveFactory),
+    Sink(SinkFactory<AuditEvent>),
+}
+
+/// A call [`CallRegistry::end`] ended: its final summary, what `end` did,
+/// and the audit events its archive refused (empty unless the archiver was
+/// stopped before the call ended). Those must be persisted some other way.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+#[must_use = "refused audit events must be persisted somewhere"]
+pub struct EndedCall {
+    /// The call's summary after it ended.
+    pub summary: CallSummary,
+    /// What [`CallState::end`] reported.
+    pub outcome: EndOutcome,
+    /// Audit events the archive refused, in seq order (taken from the call).
+    pub refused_audit: Vec<AuditEvent>,
+}
 /// Resolves a script type to limits.
 type LimitsFn = Box<dyn Fn(&str) -> Result<Limits, LimitsError> + Send + Sync>;
 
@@ -87,8 +112,8 @@ impl std::error::Error for RegistryError {
 /// call.log_event(&AuditEventType::CallStarted, None, &Details::new()).expect("live");
 ///
 /// assert!(registry.get("call-1").is_some());
-/// let summary = registry.end("call-1").expect("live call");
-/// assert_eq!(summary.audit.appended, 1);
+/// let ended = registry.end("call-1").expect("live call");
+/// assert_eq!(ended.summary.audit.appended, 1);
 /// assert_eq!(trail.len(), 1); // drained to the archive
 /// assert!(matches!(registry.end("call-1"), Err(RegistryError::NotLive { .. })));
 /// # }
@@ -97,15 +122,25 @@ pub struct CallRegistry {
     shards: Box<[ArcSwap<Map>]>,
     hasher: RandomState,
     limits: LimitsFn,
-    audit_sink: Option<SinkFactory<AuditEvent>>,
+    audit: AuditOut,
     notes_sink: Option<SinkFactory<Note>>,
+}
+
+impl fmt::Debug for AuditOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Archive(_) => "write-through archive",
+            Self::Sink(_) => "eviction sink",
+        })
+    }
 }
 
 impl fmt::Debug for CallRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallRegistry")
             .field("live", &self.len())
-            .field("audit_sink", &self.audit_sink.is_some())
+            .field("audit", &self.audit)
             .field("notes_sink", &self.notes_sink.is_some())
             .finish_non_exhaustive()
     }
@@ -115,14 +150,14 @@ impl fmt::Debug for CallRegistry {
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CallRegistryBuilder {
     limits: LimitsFn,
-    audit_sink: Option<SinkFactory<AuditEvent>>,
+    audit: AuditOut,
     notes_sink: Option<SinkFactory<Note>>,
 }
 
 impl fmt::Debug for CallRegistryBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallRegistryBuilder")
-            .field("audit_sink", &self.audit_sink.is_some())
+            .field("audit", &self.audit)
             .field("notes_sink", &self.notes_sink.is_some())
             .finish_non_exhaustive()
     }
@@ -139,13 +174,45 @@ impl CallRegistryBuilder {
         self
     }
 
-    /// The audit sink of each new call, made from its id (for example a
-    /// [`crate::archive`] sink for that call).
+    /// Each new call writes its audit events through to the archive sink
+    /// `make` returns for its id (see
+    /// [`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)).
+    /// Replaces an [`audit_sink`](CallRegistryBuilder::audit_sink).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use std::sync::Arc;
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::host::CallRegistry;
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Arc::new(Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens"));
+    /// let registry = {
+    ///     let archiver = Arc::clone(&archiver);
+    ///     CallRegistry::builder().audit_archive(move |id| archiver.sink(id)).build()
+    /// };
+    /// let call = registry.start("call-1", "default").expect("new call");
+    /// assert!(call.writes_through());
+    /// # }
+    /// ```
+    pub fn audit_archive(
+        mut self,
+        make: impl Fn(&str) -> ArchiveSink + Send + Sync + 'static,
+    ) -> Self {
+        self.audit = AuditOut::Archive(Box::new(make));
+        self
+    }
+
+    /// The eviction-mode audit sink of each new call, made from its id (see
+    /// [`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink)).
+    /// Replaces an [`audit_archive`](CallRegistryBuilder::audit_archive).
     pub fn audit_sink<S: Sink<AuditEvent> + 'static>(
         mut self,
         make: impl Fn(&str) -> S + Send + Sync + 'static,
     ) -> Self {
-        self.audit_sink = Some(Box::new(move |id: &str| -> Box<dyn Sink<AuditEvent>> {
+        self.audit = AuditOut::Sink(Box::new(move |id: &str| -> Box<dyn Sink<AuditEvent>> {
             Box::new(make(id))
         }));
         self
@@ -169,7 +236,7 @@ impl CallRegistryBuilder {
             shards: (0..SHARDS).map(|_| ArcSwap::default()).collect(),
             hasher: RandomState::new(),
             limits: self.limits,
-            audit_sink: self.audit_sink,
+            audit: self.audit,
             notes_sink: self.notes_sink,
         }
     }
@@ -186,7 +253,7 @@ impl CallRegistry {
     pub fn builder() -> CallRegistryBuilder {
         CallRegistryBuilder {
             limits: Box::new(Limits::from_env_for),
-            audit_sink: None,
+            audit: AuditOut::None,
             notes_sink: None,
         }
     }
@@ -211,8 +278,10 @@ impl CallRegistry {
             });
         }
         let mut builder = CallState::builder(call_id).limits(limits);
-        if let Some(make) = &self.audit_sink {
-            builder = builder.audit_sink(make(call_id));
+        match &self.audit {
+            AuditOut::None => {}
+            AuditOut::Archive(make) => builder = builder.audit_archive(make(call_id)),
+            AuditOut::Sink(make) => builder = builder.audit_sink(make(call_id)),
         }
         if let Some(make) = &self.notes_sink {
             builder = builder.notes_sink(make(call_id));
@@ -268,9 +337,11 @@ impl CallRegistry {
         self.len() == 0
     }
 
-    /// Ends `call_id`: removes it from the registry, ends it (its rings are
-    /// drained to their sinks), and returns its final summary. When two
-    /// threads end the same call, exactly one succeeds.
+    /// Ends `call_id`: removes it from the registry, ends it (see
+    /// [`CallState::end`]: the closed record goes to the archive, eviction
+    /// sinks get what is left), and returns its final summary, the end's
+    /// outcome and the audit events the archive refused. When two threads
+    /// end the same call, exactly one succeeds.
     ///
     /// # Errors
     ///
@@ -280,7 +351,7 @@ impl CallRegistry {
     ///
     /// Only if one of the call's sinks panics during the drain (see
     /// [`CallState::end`]).
-    pub fn end(&self, call_id: &str) -> Result<CallSummary, RegistryError> {
+    pub fn end(&self, call_id: &str) -> Result<EndedCall, RegistryError> {
         let mut removed = None;
         self.shard(call_id).rcu(|map| {
             removed = map.get(call_id).cloned();
@@ -294,7 +365,11 @@ impl CallRegistry {
         let call = removed.ok_or_else(|| RegistryError::NotLive {
             call_id: call_id.to_owned(),
         })?;
-        let _ = call.end();
-        Ok(call.summarize())
+        let outcome = call.end();
+        Ok(EndedCall {
+            summary: call.summarize(),
+            outcome,
+            refused_audit: call.take_refused_audit(),
+        })
     }
 }

@@ -69,3 +69,57 @@ impl Backoff {
         }
     }
 }
+
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex};
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex};
+
+/// A one-shot latch: threads wait until one thread opens it. For the rare
+/// waits that can last long (a second `CallState::end` waiting for the first
+/// to finish draining), where spinning or yielding would burn a core. Under
+/// loom it is loom's mutex and condition variable, so models see the wait.
+pub(crate) struct Latch {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl std::fmt::Debug for Latch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latch").finish_non_exhaustive()
+    }
+}
+
+impl Latch {
+    pub(crate) fn new() -> Self {
+        Self {
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+        }
+    }
+
+    /// Opens the latch and wakes every waiter. Everything the opener did
+    /// before happens-before a waiter's return (the mutex orders it).
+    pub(crate) fn open(&self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *open = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits until the latch is open.
+    pub(crate) fn wait(&self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while !*open {
+            open = self
+                .opened
+                .wait(open)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}

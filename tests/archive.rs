@@ -1,6 +1,6 @@
-//! The durable audit archive end to end: 8 agent threads on rings of 500 with
-//! the archiver attached, then `verify`; end of call; a crash (SIGKILL of a
-//! child process) in the middle of archiving; the SQLite sink.
+//! The durable audit archive end to end: 8 agent threads on rings of 500
+//! writing through to the archiver, then `verify`; end of call and its
+//! closed record; eviction mode; the SQLite sink. (Crashes: `tests/crash.rs`.)
 //!
 //! The big test runs 8 x 100,000 events in a release build
 //! (`cargo test --release --test archive`); a debug build or `CI` runs
@@ -8,17 +8,13 @@
 #![cfg(not(loom))]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use callring::archive::{
-    read_archive, verify, verify_with, ArchiveConfig, ArchiveError, Archiver, VerifyOptions,
+    read_archive, verify, ArchiveConfig, ArchiveError, Archiver, CallStatus, Origin,
 };
-use callring::call::{AuditEventType, CallState, Details, EndOutcome, Limits};
-use callring::Reason;
+use callring::call::{AuditEventType, CallError, CallState, Details, EndOutcome, Limits};
 
 fn shrunk() -> bool {
     cfg!(debug_assertions) || std::env::var_os("CI").is_some()
@@ -31,7 +27,16 @@ fn details(thread: u64, i: u64) -> Details {
     d
 }
 
+/// A call writing through to `archiver`.
 fn call(id: &str, max_audit: usize, archiver: &Archiver) -> CallState {
+    CallState::builder(id)
+        .limits(Limits::new(100, max_audit).expect("valid limits"))
+        .audit_archive(archiver.sink(id))
+        .build()
+}
+
+/// A call handing events to `archiver` only as they leave its ring.
+fn evicting_call(id: &str, max_audit: usize, archiver: &Archiver) -> CallState {
     CallState::builder(id)
         .limits(Limits::new(100, max_audit).expect("valid limits"))
         .audit_sink(archiver.sink(id))
@@ -71,21 +76,24 @@ fn eight_threads_archive_every_event_exactly_once() {
     let logged = started.elapsed();
     let mut sink_waits = 0;
     for call in &calls {
-        let retained = call.metrics().audit.retained;
         assert_eq!(
             call.end(),
             EndOutcome::Ended {
                 notes_drained: 0,
-                audit_drained: retained
+                audit_drained: 0,
+                audit_refused: 0,
+                closed_record: true,
             }
         );
-        let m = call.metrics().audit;
-        assert_eq!(m.refused, 0);
-        sink_waits += m.sink_waits;
+        let m = call.metrics();
+        assert_eq!((m.audit_written, m.audit_refused), (total / CALLS, 0));
+        sink_waits += m.audit.sink_waits;
     }
     let stats = archiver.stop().expect("clean stop");
     let archived = started.elapsed();
-    assert_eq!((stats.received, stats.synced), (total, total));
+    // Every event, plus one closed record per call.
+    assert_eq!((stats.received, stats.logged), (total, total));
+    assert_eq!((stats.synced, stats.closed_records), (total + CALLS, CALLS));
     assert_eq!((stats.errors, stats.lost, stats.refused), (0, 0, 0));
 
     let mut seen = vec![false; total as usize];
@@ -115,19 +123,21 @@ fn eight_threads_archive_every_event_exactly_once() {
         "records duplicated or attributed to the wrong call"
     );
     assert!(seen.iter().all(|&s| s), "some events are missing");
-    assert_eq!(report.records, total);
+    assert_eq!((report.records, report.events), (total + CALLS, total));
     assert!(report.is_complete(), "{report}");
+    assert_eq!(report.complete, CALLS);
     assert!(report.torn_tail.is_none());
     assert_eq!(report.calls.len(), CALLS as usize);
     for (id, trail) in &report.calls {
         let per_call = total / CALLS;
         assert_eq!(
-            (trail.events, trail.first_seq, trail.last_seq),
-            (per_call, 0, per_call - 1),
+            (trail.events, trail.first_seq, trail.last_seq, trail.issued),
+            (per_call, 0, per_call - 1, Some(per_call)),
             "{id}"
         );
-        assert_eq!(trail.drained, MAX_AUDIT as u64, "{id}");
+        assert_eq!((trail.logged, trail.drained), (per_call, 0), "{id}");
     }
+    assert!(calls.iter().all(|c| c.audit_events().len() == MAX_AUDIT));
     println!(
         "archive: {total} events by {THREADS} threads logged in {logged:.2?}, archived and \
          fsynced by {archived:.2?} ({:.0} events/s end to end; {} fsyncs, {} segments, \
@@ -139,10 +149,10 @@ fn eight_threads_archive_every_event_exactly_once() {
     );
 }
 
-/// For an ended call the archive alone holds the trail: seqs 0..n, each
-/// once, the last `max_audit` with reason `drained`, in any thread
-/// interleaving; and a call ended with fewer events than its ring holds has
-/// all of them drained.
+/// Write-through: for an ended call the archive alone holds the trail, seqs
+/// 0..n each once with reason `logged`, and the closed record says n, in any
+/// thread interleaving; a call ended with fewer events than its ring holds
+/// too. Nothing is handed over again at eviction or end.
 #[test]
 fn an_ended_call_is_complete_in_the_archive_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -173,44 +183,119 @@ fn an_ended_call_is_complete_in_the_archive_alone() {
     let _ = quiet.end();
     archiver.flush().expect("flushed");
 
-    let mut reasons: BTreeMap<(String, u64), Reason> = BTreeMap::new();
+    let mut reasons: BTreeMap<(String, u64), Origin> = BTreeMap::new();
     let report = read_archive(dir.path(), |r| {
         reasons.insert((r.call_id, r.seq), r.reason);
     })
     .expect("verifies");
     assert!(report.is_complete(), "{report}");
     let busy_trail = &report.calls["busy"];
-    assert_eq!((busy_trail.events, busy_trail.last_seq), (120, 119));
-    assert_eq!(busy_trail.drained, 7);
+    assert_eq!(
+        (busy_trail.events, busy_trail.last_seq, busy_trail.issued),
+        (120, 119, Some(120))
+    );
+    assert_eq!((busy_trail.logged, busy_trail.drained), (120, 0));
     let quiet_trail = &report.calls["quiet"];
-    assert_eq!((quiet_trail.events, quiet_trail.drained), (3, 3));
-    // The drained ones are the newest seqs of each call.
-    for seq in 0..120 {
-        let want = if seq >= 113 {
-            Reason::Drained
-        } else {
-            Reason::Evicted
-        };
-        assert_eq!(reasons[&("busy".to_owned(), seq)], want, "seq {seq}");
-    }
+    assert_eq!((quiet_trail.events, quiet_trail.issued), (3, Some(3)));
+    assert!(reasons.values().all(|&r| r == Origin::Logged));
+    assert_eq!(reasons.len(), 123);
     archiver.stop().expect("clean stop");
 }
 
-/// After stop, hand-offs are refused and the ring keeps the event: nothing
-/// is dropped silently.
+/// Eviction mode (any `Sink`, here the archive's): events reach the archive
+/// as they leave the ring and at end, the newest `max_audit` drained; no
+/// closed record is written, so `verify` reports the call open, not
+/// complete.
 #[test]
-fn hand_offs_after_stop_are_refused_not_dropped() {
+fn eviction_mode_hands_over_at_eviction_and_end_and_stays_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("starts");
+    let c = evicting_call("evicting", 7, &archiver);
+    for i in 0..20 {
+        c.log_event(&AuditEventType::DataAccessed, None, &details(0, i))
+            .expect("live call");
+    }
+    assert!(!c.writes_through());
+    assert_eq!(
+        c.end(),
+        EndOutcome::Ended {
+            notes_drained: 0,
+            audit_drained: 7,
+            audit_refused: 0,
+            closed_record: false,
+        }
+    );
+    archiver.stop().expect("clean stop");
+    let mut reasons = Vec::new();
+    let report = read_archive(dir.path(), |r| reasons.push((r.seq, r.reason))).expect("verifies");
+    reasons.sort_unstable_by_key(|&(seq, _)| seq);
+    for (seq, reason) in reasons {
+        let want = if seq >= 13 {
+            Origin::Drained
+        } else {
+            Origin::Evicted
+        };
+        assert_eq!(reason, want, "seq {seq}");
+    }
+    let trail = &report.calls["evicting"];
+    assert_eq!(
+        (trail.status, trail.events, trail.drained),
+        (CallStatus::Open, 20, 7)
+    );
+    assert!(report.is_ok() && !report.is_complete(), "{report}");
+}
+
+/// With the archiver stopped before the call ends (the wrong shutdown
+/// order), `log_event` says the archive refused the event, the call keeps
+/// it (metrics, `take_refused_audit`), `end` does not count it as drained
+/// and reports the closed record unwritten; `verify` does not call the
+/// trail complete. Before write-through, `log_event` returned `Ok`, `end`
+/// counted the refused events as drained and `verify` said complete.
+#[test]
+fn events_refused_by_a_stopped_archive_are_reported_and_kept() {
     let dir = tempfile::tempdir().expect("temp dir");
     let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("starts");
     let late = call("late", 2, &archiver);
+    late.log_event(&AuditEventType::CallStarted, None, &details(0, 0))
+        .expect("archived");
     let stats = archiver.stop().expect("clean stop");
-    assert_eq!(stats.received, 0);
-    for i in 0..5 {
-        late.log_event(&AuditEventType::Escalated, None, &details(0, i))
-            .expect("live call");
+    assert_eq!(stats.received, 1);
+    for i in 1..6 {
+        let err = late
+            .log_event(&AuditEventType::Escalated, None, &details(0, i))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CallError::NotArchived {
+                call_id: "late".into(),
+                seq: i
+            }
+        );
     }
-    let m = late.metrics().audit;
-    assert_eq!((m.evicted, m.refused), (3, 3));
+    let m = late.metrics();
+    assert_eq!(
+        (m.audit_written, m.audit_refused, m.audit_seqs_issued),
+        (1, 5, 6)
+    );
+    assert_eq!(
+        late.end(),
+        EndOutcome::Ended {
+            notes_drained: 0,
+            audit_drained: 0,
+            audit_refused: 5,
+            closed_record: false,
+        }
+    );
+    let refused: Vec<u64> = late.take_refused_audit().iter().map(|e| e.seq).collect();
+    assert_eq!(refused, [1, 2, 3, 4, 5]);
+    assert!(
+        late.take_refused_audit().is_empty(),
+        "each is returned once"
+    );
+    let report = verify(dir.path()).expect("verifies");
+    let trail = &report.calls["late"];
+    assert_eq!((trail.status, trail.events), (CallStatus::Open, 1));
+    assert!(!report.is_complete(), "{report}");
 }
 
 /// Flush makes everything handed over durable and visible to `verify`,
@@ -229,14 +314,16 @@ fn flush_makes_handed_over_events_durable_now() {
     }
     archiver.flush().expect("flushed");
     let stats = archiver.stats();
-    assert_eq!((stats.synced, stats.fsyncs), (9, 1));
-    assert_eq!(verify(dir.path()).expect("verifies").calls["c"].events, 9);
+    assert_eq!((stats.synced, stats.fsyncs), (10, 1));
+    let d = archiver.durability();
+    assert_eq!((d.handed_over, d.durable), (10, 10));
+    assert_eq!(verify(dir.path()).expect("verifies").calls["c"].events, 10);
     assert!(matches!(
         Archiver::start(dir.path(), ArchiveConfig::default()),
         Err(ArchiveError::Locked { .. })
     ));
     drop(archiver); // stops too
-    assert_eq!(verify(dir.path()).expect("verifies").calls["c"].events, 9);
+    assert_eq!(verify(dir.path()).expect("verifies").calls["c"].events, 10);
 }
 
 /// Segments roll before the next record would pass the size limit, are
@@ -261,7 +348,7 @@ fn segments_roll_at_the_size_limit() {
         let stats = archiver.stop().expect("clean stop");
         let report = verify(dir.path()).expect("verifies");
         assert!(report.is_complete(), "{report}");
-        assert_eq!(report.records, 200);
+        assert_eq!((report.records, report.events), (201, 200));
         assert_eq!(report.segments.len() as u64, stats.segments);
         let longest = 200; // a record here is well under 200 bytes
         for (i, segment) in report.segments.iter().enumerate() {
@@ -292,156 +379,6 @@ fn handles_are_send_and_sync() {
     shared::<callring::archive::SqliteArchiver>();
 }
 
-/// Environment variables of the crash test's child.
-const CRASH_DIR: &str = "CALLRING_ARCHIVE_CRASH_DIR";
-const CRASH_CALLS: u64 = 3;
-const CRASH_RING: u64 = 20;
-
-/// The crash test's child (ignored unless run by the parent): archives
-/// continuously from one writer thread per call, fsync every 16 records or
-/// 2 ms, small segments; after each flush prints `durable <call> <n>`: seqs
-/// `0..n` of that call are fsynced.
-#[test]
-#[ignore = "run by crash_keeps_everything_fsynced_and_reports_the_torn_tail"]
-fn crash_child() {
-    let Some(dir) = std::env::var_os(CRASH_DIR) else {
-        return;
-    };
-    let config = ArchiveConfig::default()
-        .fsync_every(16)
-        .fsync_interval(Duration::from_millis(2))
-        .segment_bytes(64 << 10)
-        .channel_capacity(64);
-    let archiver = Archiver::start(&dir, config).expect("starts");
-    let handed: Vec<AtomicU64> = (0..CRASH_CALLS).map(|_| AtomicU64::new(0)).collect();
-    let calls: Vec<CallState> = (0..CRASH_CALLS)
-        .map(|c| call(&format!("call-{c}"), CRASH_RING as usize, &archiver))
-        .collect();
-    thread::scope(|s| {
-        for (c, call) in calls.iter().enumerate() {
-            let handed = &handed[c];
-            s.spawn(move || {
-                for i in 0.. {
-                    let seq = call
-                        .log_event(&AuditEventType::ToolInvoked, Some("agent"), &details(0, i))
-                        .expect("live call");
-                    // One writer per call: pushing seq n handed seqs up to
-                    // n - RING to the sink before `log_event` returned.
-                    // Release: pairs with the Acquire load below.
-                    handed.store((seq + 1).saturating_sub(CRASH_RING), Ordering::Release);
-                }
-            });
-        }
-        loop {
-            // Acquire: the hand-offs counted happened before this flush.
-            let snapshot: Vec<u64> = handed.iter().map(|h| h.load(Ordering::Acquire)).collect();
-            archiver.flush().expect("flushed");
-            for (c, n) in snapshot.iter().enumerate() {
-                println!("durable call-{c} {n}");
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    });
-}
-
-/// SIGKILL in the middle of archiving: afterwards `verify` parses the
-/// archive (reporting a torn tail if the kill cut a write), finds no gap and
-/// no duplicate in any call, and every call has at least the events its last
-/// flush made durable. Truncating the torn tail, and a new archiver's start
-/// on the crashed directory, both leave a clean archive.
-#[test]
-fn crash_keeps_everything_fsynced_and_reports_the_torn_tail() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
-        .env(CRASH_DIR, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("child starts");
-    let stdout = child.stdout.take().expect("piped");
-    let (lines_tx, lines) = crossbeam_channel::unbounded();
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut durable: BTreeMap<String, u64> = BTreeMap::new();
-    let record = |durable: &mut BTreeMap<String, u64>, line: String| {
-        let mut parts = line.split_whitespace();
-        if let (Some("durable"), Some(call), Some(n)) = (parts.next(), parts.next(), parts.next()) {
-            // A line cut by the kill may carry a shorter number: that only
-            // claims less.
-            if let Ok(n) = n.parse::<u64>() {
-                durable.insert(call.to_owned(), n);
-            }
-        }
-    };
-    // Let it run until every call has a few hundred durable events.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while durable.len() < CRASH_CALLS as usize || durable.values().any(|&n| n < 300) {
-        assert!(
-            Instant::now() < deadline,
-            "child made no progress: {durable:?}"
-        );
-        match lines.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => record(&mut durable, line),
-            Err(e) => panic!("child stopped talking: {e}; {durable:?}"),
-        }
-    }
-    thread::sleep(Duration::from_millis(50));
-    child.kill().expect("SIGKILL");
-    let status = child.wait().expect("reaped");
-    assert!(!status.success(), "the child was killed, not finished");
-    reader.join().expect("reader");
-    // Lines printed before the kill: each says what was fsynced already.
-    for line in lines.try_iter() {
-        record(&mut durable, line);
-    }
-
-    let report = verify(dir.path()).expect("a crashed archive still parses");
-    println!(
-        "crash: durable per call {durable:?}; torn tail {:?}",
-        report.torn_tail
-    );
-    assert!(report.segments.len() > 1, "segments rolled during the run");
-    for (call, &n) in &durable {
-        let trail = &report.calls[call];
-        assert!(trail.is_complete(), "{call}: {trail}");
-        assert!(
-            trail.last_seq + 1 >= n,
-            "{call}: fsynced through {n} but the archive ends at {}",
-            trail.last_seq
-        );
-    }
-
-    let repaired = verify_with(dir.path(), &VerifyOptions::new().truncate_torn(true))
-        .expect("truncation succeeds");
-    assert_eq!(
-        repaired.torn_tail.as_ref().map(|t| t.truncated),
-        report.torn_tail.as_ref().map(|_| true)
-    );
-    let clean = verify(dir.path()).expect("verifies");
-    assert!(clean.torn_tail.is_none() && clean.is_complete());
-    assert_eq!(clean.records, report.records);
-
-    // A new run on the crashed directory appends after it.
-    let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("restarts");
-    let next = call("call-after", 2, &archiver);
-    for i in 0..5 {
-        next.log_event(&AuditEventType::CallStarted, None, &details(1, i))
-            .expect("live call");
-    }
-    let _ = next.end();
-    archiver.stop().expect("clean stop");
-    let after = verify(dir.path()).expect("verifies");
-    assert!(after.is_complete(), "{after}");
-    assert_eq!(after.records, report.records + 5);
-}
-
 /// The SQLite sink: the same trail in a table keyed by (call_id, seq);
 /// duplicates are detected and counted, not inserted.
 #[cfg(feature = "sqlite")]
@@ -461,7 +398,7 @@ fn sqlite_archive_holds_every_event_once() {
             let id = format!("call-{c}");
             CallState::builder(&id)
                 .limits(Limits::new(100, 50).expect("valid"))
-                .audit_sink(archiver.sink(&id))
+                .audit_archive(archiver.sink(&id))
                 .build()
         })
         .collect();
@@ -489,20 +426,21 @@ fn sqlite_archive_holds_every_event_once() {
     };
     archiver
         .sink("call-0")
-        .accept(Evicted::new(0, Reason::Evicted, again))
+        .accept(Evicted::new(0, callring::Reason::Evicted, again))
         .expect("accepted");
     let stats = archiver.stop().expect("clean stop");
     let total = THREADS * per_thread;
+    // Every event, the two closed records, and the resent one.
     assert_eq!(
         (stats.synced, stats.duplicates, stats.errors),
-        (total + 1, 1, 0)
+        (total + 3, 1, 0)
     );
 
     let db = rusqlite::Connection::open(&path).expect("opens");
     let mut per_call = db
         .prepare(
             "SELECT call_id, count(*), count(DISTINCT seq), min(seq), max(seq), \
-             sum(reason = 'drained'), min(type) FROM audit_events GROUP BY call_id ORDER BY call_id",
+             sum(reason = 'logged'), min(type) FROM audit_events GROUP BY call_id ORDER BY call_id",
         )
         .expect("prepares");
     let rows: Vec<(String, i64, i64, i64, i64, i64, String)> = per_call
@@ -530,10 +468,18 @@ fn sqlite_archive_holds_every_event_once() {
                 n,
                 0,
                 n - 1,
-                50,
+                n,
                 r#"{"other":"probe"}"#.to_owned()
             )
         );
     }
     assert_eq!(rows.len(), 2);
+    let closed: Vec<(String, i64)> = db
+        .prepare("SELECT call_id, issued FROM audit_calls ORDER BY call_id")
+        .expect("prepares")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("queries")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(closed, [("call-0".to_owned(), n), ("call-1".to_owned(), n)]);
 }

@@ -1,6 +1,7 @@
-//! The verifier on archives written by hand: gaps and duplicates, a torn last
-//! line (reported, truncated on request, repaired by the next archiver),
-//! corrupt lines (an error naming file and line), and bad directories.
+//! The verifier on archives written by hand: complete, open, incomplete and
+//! duplicated calls; version-1 archives; a torn last line (reported,
+//! truncated on request, repaired by the next archiver), corrupt lines (an
+//! error naming file and line), and bad directories.
 #![cfg(not(loom))]
 
 use std::fs;
@@ -8,25 +9,33 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use callring::archive::{
-    segment_name, verify, verify_with, ArchiveConfig, ArchiveRecord, Archiver, FaultEvent,
-    SeqRange, VerifyError, VerifyOptions,
+    segment_name, verify, verify_with, ArchiveConfig, ArchiveRecord, Archiver, CallStatus,
+    FaultEvent, Origin, SeqRange, VerifyError, VerifyOptions, SCHEMA_VERSION,
 };
 use callring::call::{AuditEventType, CallState, Details, Limits, Timestamp};
-use callring::Reason;
 
 fn line(call_id: &str, seq: u64) -> String {
     let record = ArchiveRecord {
+        version: SCHEMA_VERSION,
         call_id: call_id.to_owned(),
         seq,
         at: Timestamp::from_unix_nanos(1_764_063_000_000_000_000 + seq as i64),
         kind: AuditEventType::ToolInvoked,
         agent_id: Some("tools".into()),
         details: Details::new(),
-        reason: Reason::Evicted,
+        reason: Origin::Logged,
     };
     let mut text = serde_json::to_string(&record).expect("serialisable");
     text.push('\n');
     text
+}
+
+/// The closed record of a call that handed out `issued` seqs.
+fn closed(call_id: &str, issued: u64) -> String {
+    format!(
+        "{{\"v\":2,\"call_id\":\"{call_id}\",\"record\":\"closed\",\"issued\":{issued},\
+         \"at\":\"2025-11-25T09:31:00Z\"}}\n"
+    )
 }
 
 fn lines(call_id: &str, seqs: impl IntoIterator<Item = u64>) -> String {
@@ -47,9 +56,13 @@ fn gaps_and_duplicates_are_reported_per_call() {
         1,
         &(lines("a", [0, 1, 3]) + &lines("b", [2, 1])),
     );
-    segment(dir.path(), 2, &(lines("a", [3, 4, 7]) + &lines("b", [0])));
+    segment(
+        dir.path(),
+        2,
+        &(lines("a", [3, 4, 7]) + &lines("b", [0]) + &closed("a", 8) + &closed("b", 3)),
+    );
     let report = verify(dir.path()).expect("verifies");
-    assert_eq!(report.records, 9);
+    assert_eq!((report.records, report.events), (11, 9));
     assert_eq!(report.segments.len(), 2);
     let a = &report.calls["a"];
     assert_eq!((a.events, a.first_seq, a.last_seq), (6, 0, 7));
@@ -62,9 +75,11 @@ fn gaps_and_duplicates_are_reported_per_call() {
     );
     assert_eq!(a.duplicates, [SeqRange { first: 3, last: 3 }]);
     assert_eq!(a.duplicate_records, 1);
+    assert_eq!(a.status, CallStatus::Duplicated);
     let b = &report.calls["b"];
     assert!(b.is_complete(), "{b}");
-    assert!(!report.is_complete());
+    assert!(!report.is_complete() && !report.is_ok());
+    assert_eq!((report.complete, report.duplicated), (1, 1));
     assert_eq!(
         report
             .incomplete_calls()
@@ -74,12 +89,100 @@ fn gaps_and_duplicates_are_reported_per_call() {
     );
     let text = report.to_string();
     assert!(
-        text.contains("a: 6 events, seqs 0..=7; MISSING 3 seqs: 2, 5..=6"),
+        text.contains(
+            "a: DUPLICATED: 6 events, seqs 0..=7, closed with 8 issued; MISSING 3 seqs: 2, 5..=6"
+        ),
         "{text}"
     );
-    assert!(text.contains("INCOMPLETE: 1 of 2 calls"), "{text}");
+    assert!(
+        text.contains("result: FAILED: 1 complete, 0 open"),
+        "{text}"
+    );
     let json = serde_json::to_value(&report).expect("serialisable");
     assert_eq!(json["calls"]["a"]["gaps"][1]["last"], 6);
+    assert_eq!(json["calls"]["a"]["status"], "duplicated");
+}
+
+/// Each status on its own: a closed call with every seq is complete; one
+/// whose closed record says more seqs than are there is incomplete (before
+/// closed records existed, a trail cut short passed); a call without a
+/// closed record is open, with its missing seqs listed, and not a failure
+/// (several agents per call: seq 383 can be missing after a crash while
+/// 402 is durable).
+#[test]
+fn complete_open_and_incomplete_calls_are_told_apart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    segment(
+        dir.path(),
+        1,
+        &(lines("whole", 0..6)
+            + &closed("whole", 6)
+            + &lines("cut", 0..1)
+            + &closed("cut", 6)
+            + &lines("live", (0..383).chain(384..403))),
+    );
+    let report = verify(dir.path()).expect("verifies");
+    let status = |id: &str| report.calls[id].status;
+    assert_eq!(status("whole"), CallStatus::Complete);
+    assert_eq!(status("cut"), CallStatus::Incomplete);
+    assert_eq!(report.calls["cut"].gaps, [SeqRange { first: 1, last: 5 }]);
+    let live = &report.calls["live"];
+    assert_eq!(
+        (live.status, live.events, live.issued),
+        (CallStatus::Open, 402, None)
+    );
+    assert_eq!(
+        live.gaps,
+        [SeqRange {
+            first: 383,
+            last: 383
+        }]
+    );
+    assert_eq!(
+        (
+            report.complete,
+            report.open,
+            report.incomplete,
+            report.duplicated
+        ),
+        (1, 1, 1, 0)
+    );
+    assert!(!report.is_ok());
+
+    // Without the cut call the archive is consistent: open is not an error.
+    let dir = tempfile::tempdir().expect("temp dir");
+    segment(
+        dir.path(),
+        1,
+        &(lines("whole", 0..6) + &closed("whole", 6) + &lines("live", [0, 1, 5])),
+    );
+    let report = verify(dir.path()).expect("verifies");
+    assert!(report.is_ok() && !report.is_complete(), "{report}");
+    assert!(
+        report.to_string().contains("live: open: 3 events"),
+        "{report}"
+    );
+}
+
+/// Archives written before schema version 2 (no `"v"`, no closed records)
+/// still verify: every call is open.
+#[test]
+fn version_one_archives_still_verify() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let v1 =
+        "{\"call_id\":\"old\",\"seq\":0,\"at\":\"2025-11-25T09:30:00Z\",\"type\":\"call_started\",\
+              \"agent_id\":null,\"details\":{},\"reason\":\"drained\"}\n";
+    segment(dir.path(), 1, v1);
+    let report = verify(dir.path()).expect("verifies");
+    let old = &report.calls["old"];
+    assert_eq!(
+        (old.status, old.events, old.drained),
+        (CallStatus::Open, 1, 1)
+    );
+    assert!(report.is_ok());
+    let mut versions = Vec::new();
+    callring::archive::read_archive(dir.path(), |r| versions.push(r.version)).expect("reads");
+    assert_eq!(versions, [1]);
 }
 
 /// A torn last line built by hand: reported with file, line, offset and
@@ -102,7 +205,7 @@ fn a_torn_last_line_is_reported_and_truncated_on_request() {
     assert_eq!(torn.bytes, (partial.len() / 2) as u64);
     assert!(!torn.truncated);
     assert_eq!(report.records, 7);
-    assert!(report.is_complete(), "the torn record was never durable");
+    assert!(report.is_ok(), "the torn record was never durable");
     assert!(report.to_string().contains("torn tail: "));
     assert_eq!(
         fs::read(&path).expect("read").len(),
@@ -135,7 +238,7 @@ fn a_new_archiver_repairs_the_torn_tail_it_finds() {
     assert_eq!(archiver.stats().repaired_torn_bytes, torn.len() as u64);
     let call = CallState::builder("new")
         .limits(Limits::new(10, 1).expect("valid"))
-        .audit_sink(archiver.sink("new"))
+        .audit_archive(archiver.sink("new"))
         .build();
     call.log_event(&AuditEventType::CallStarted, None, &Details::new())
         .expect("live call");
@@ -151,9 +254,10 @@ fn a_new_archiver_repairs_the_torn_tail_it_finds() {
     );
     let report = verify(dir.path()).expect("verifies");
     assert_eq!(report.torn_tail, None);
-    assert_eq!(report.records, 4);
+    assert_eq!(report.records, 5); // 3 old, 1 new event, its closed record
     assert_eq!(report.segments[1].file, dir.path().join(segment_name(2)));
-    assert!(report.is_complete(), "{report}");
+    assert!(report.calls["new"].is_complete(), "{report}");
+    assert_eq!(report.calls["old"].status, CallStatus::Open);
 }
 
 /// A whole last record that lost only its newline is a record, not a tail.
@@ -217,7 +321,7 @@ fn corrupt_lines_name_their_file_and_line() {
     );
     assert_eq!(corrupt_at(verify(dir.path())), (path, 2));
     let dir = tempfile::tempdir().expect("temp dir");
-    let no_reason = line("a", 0).replace(",\"reason\":\"evicted\"", "");
+    let no_reason = line("a", 0).replace(",\"reason\":\"logged\"", "");
     let path = segment(dir.path(), 1, &(no_reason + &line("a", 1)));
     assert_eq!(corrupt_at(verify(dir.path())), (path, 1));
 

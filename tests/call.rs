@@ -190,7 +190,9 @@ fn end_drains_everything_and_refuses_later_appends() {
         call.end(),
         EndOutcome::Ended {
             notes_drained: 3,
-            audit_drained: 4
+            audit_drained: 4,
+            audit_refused: 0,
+            closed_record: false,
         }
     );
     assert!(call.is_ended());

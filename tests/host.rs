@@ -36,7 +36,9 @@ fn start_lookup_end() {
     }
     assert!(Arc::ptr_eq(&registry.get("a").expect("live"), &call));
     assert_eq!(registry.live(), ["a"]);
-    let summary = registry.end("a").expect("live");
+    let ended = registry.end("a").expect("live");
+    assert!(ended.refused_audit.is_empty());
+    let summary = ended.summary;
     assert_eq!((summary.call_id.as_str(), summary.audit.appended), ("a", 6));
     assert!(summary.ended_at.is_some());
     assert!(registry.get("a").is_none());
@@ -149,7 +151,8 @@ fn eight_threads_start_end_and_look_up_concurrently() {
     });
     let still_live = registry.live();
     for id in &still_live {
-        registry.end(id).expect("live");
+        let ended = registry.end(id).expect("live");
+        assert!(ended.refused_audit.is_empty());
     }
     let started = started.load(Ordering::Relaxed);
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::config::{ArchiveConfig, FaultEvent};
 use super::error::{ArchiveError, IoFailure, IoOp};
-use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Shared};
+use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Shared};
 use super::fs::ArchiveFs;
 use super::record::{sort_segments, torn_tail_start};
 use super::segment::Segments;
@@ -39,15 +39,15 @@ use super::worker::Core;
 /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("archive opens");
 /// let call = CallState::builder("call-7")
 ///     .limits(Limits::new(100, 2).expect("valid"))
-///     .audit_sink(archiver.sink("call-7"))
+///     .audit_archive(archiver.sink("call-7"))
 ///     .build();
 /// for _ in 0..5 {
 ///     call.log_event(&AuditEventType::ToolInvoked, Some("tools"), &Details::new())
-///         .expect("live call");
+///         .expect("archived");
 /// }
-/// let _ = call.end(); // drains the last 2 events to the archive
+/// let _ = call.end(); // the closed record: 5 seqs issued
 /// let stats = archiver.stop().expect("clean stop");
-/// assert_eq!(stats.synced, 5);
+/// assert_eq!(stats.synced, 6);
 ///
 /// let report = verify(dir.path()).expect("readable archive");
 /// assert!(report.is_complete());
@@ -138,7 +138,10 @@ impl Archiver {
         &self.dir
     }
 
-    /// A sink for the audit ring of call `call_id`: pass it to
+    /// The archive's handle for call `call_id`: pass it to
+    /// [`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)
+    /// (write-through, with a closed record at end; the mode to use), or as
+    /// an eviction [`Sink`](crate::Sink) to
     /// [`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink).
     #[must_use]
     pub fn sink(&self, call_id: &str) -> ArchiveSink {
@@ -167,6 +170,13 @@ impl Archiver {
     /// [`ArchiveError::NotRunning`] if the archiver's thread is gone.
     pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ArchiveError> {
         self.core.flush(Some(timeout))
+    }
+
+    /// How many records were handed over and how many of the first are
+    /// durable (the durable watermark). Takes one uncontended lock.
+    #[must_use]
+    pub fn durability(&self) -> Durability {
+        self.core.shared().durability()
     }
 
     /// The counters so far.

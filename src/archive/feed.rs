@@ -11,23 +11,42 @@
 
 use crate::sync::{Counter, Ordering};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::config::{FaultCallback, FaultEvent};
 use super::error::{ArchiveError, IoFailure};
-use crate::call::AuditEvent;
+use crate::call::{AuditEvent, Timestamp};
 use crate::door::Door;
 use crate::sink::{Delivery, Evicted, Refused, Sink};
 
 /// What travels from sinks (and the handle) to the archiver's thread.
+///
+/// Every record carries a ticket: its place in the order records were
+/// handed over, which the durable watermark counts (see [`Durable`]).
 pub(crate) enum Msg {
-    /// An event leaving a call's ring.
+    /// An event leaving a call's ring (eviction mode).
     Event {
         call_id: Arc<str>,
         entry: Evicted<AuditEvent>,
+        ticket: u64,
+    },
+    /// An event written through as it was logged, in the ring's encoding
+    /// (decoded on the archiver's thread, so the logging thread copies and
+    /// allocates nothing for it).
+    Logged {
+        call_id: Arc<str>,
+        bytes: Vec<u8>,
+        ticket: u64,
+    },
+    /// A call's end-of-call record.
+    Closed {
+        call_id: Arc<str>,
+        issued: u64,
+        at: Timestamp,
+        ticket: u64,
     },
     /// Make everything before this durable, then answer.
     Flush(Sender<Result<(), ArchiveError>>),
@@ -41,8 +60,16 @@ pub(crate) enum Msg {
 pub struct ArchiveStats {
     /// Events the archiver took from the channel.
     pub received: u64,
-    /// Events made durable (fsynced, or committed to SQLite).
+    /// Records made durable (fsynced, or committed to SQLite): events and
+    /// end-of-call records.
     pub synced: u64,
+    /// Records handed to the archiver so far (accepted by its sinks); the
+    /// durable watermark trails this (see [`Durability`]).
+    pub handed_over: u64,
+    /// Events written through as they were logged (reason `logged`).
+    pub logged: u64,
+    /// End-of-call records taken.
+    pub closed_records: u64,
     /// Bytes made durable (JSON Lines only).
     pub bytes: u64,
     /// Successful fsyncs (or SQLite commits).
@@ -91,6 +118,8 @@ pub enum ArchiveStatus {
 pub(crate) struct Counters {
     pub(crate) received: Counter,
     pub(crate) synced: Counter,
+    pub(crate) logged: Counter,
+    pub(crate) closed_records: Counter,
     pub(crate) bytes: Counter,
     pub(crate) fsyncs: Counter,
     pub(crate) segments: Counter,
@@ -115,6 +144,9 @@ impl Counters {
         ArchiveStats {
             received: get(&self.received),
             synced: get(&self.synced),
+            handed_over: 0, // filled in by `Shared::stats` from the tickets
+            logged: get(&self.logged),
+            closed_records: get(&self.closed_records),
             bytes: get(&self.bytes),
             fsyncs: get(&self.fsyncs),
             segments: get(&self.segments),
@@ -136,12 +168,127 @@ struct State {
     stopped: bool,
 }
 
+/// How far the archive's durable prefix reaches, in hand-off tickets.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{ArchiveConfig, Archiver};
+/// use callring::call::{AuditEventType, CallState, Details};
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+/// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+/// call.log_event(&AuditEventType::CallStarted, None, &Details::new()).expect("archived");
+/// archiver.flush().expect("durable");
+/// let d = archiver.durability();
+/// assert_eq!((d.handed_over, d.durable, d.lag()), (1, 1, 0));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Durability {
+    /// Records handed to the archiver so far.
+    pub handed_over: u64,
+    /// The durable watermark: the first this many records handed over are
+    /// all durable (written and fsynced).
+    pub durable: u64,
+}
+
+impl Durability {
+    /// Records handed over but not yet known durable.
+    #[must_use]
+    pub fn lag(&self) -> u64 {
+        self.handed_over.saturating_sub(self.durable)
+    }
+}
+
+/// The durable watermark and its waiters.
+///
+/// Tickets are handed out in the sinks (one `fetch_add` each, inside the
+/// door), so two sinks racing can put their records into the channel in the
+/// other order; the archiver's thread therefore advances the watermark only
+/// over a contiguous run of synced tickets. It lives under a mutex: only
+/// waiters and the archiver's thread (once per sync) take it, never a ring
+/// writer that does not wait.
+#[derive(Debug, Default)]
+pub(crate) struct Durable {
+    state: Mutex<DurableState>,
+    advanced: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct DurableState {
+    watermark: u64,
+    /// The archiver's thread has exited: no ticket will become durable.
+    stopped: bool,
+}
+
+impl Durable {
+    fn state(&self) -> MutexGuard<'_, DurableState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every ticket below `watermark` is durable.
+    pub(crate) fn advance(&self, watermark: u64) {
+        let mut state = self.state();
+        if watermark > state.watermark {
+            state.watermark = watermark;
+            self.advanced.notify_all();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.state().stopped = true;
+        self.advanced.notify_all();
+    }
+
+    pub(crate) fn watermark(&self) -> u64 {
+        self.state().watermark
+    }
+
+    /// Waits until `ticket` is durable, the archiver stops, or `deadline`.
+    pub(crate) fn wait(&self, ticket: u64, deadline: Option<Instant>) -> Result<(), ArchiveError> {
+        let mut state = self.state();
+        loop {
+            if state.watermark > ticket {
+                return Ok(());
+            }
+            if state.stopped {
+                return Err(ArchiveError::NotRunning);
+            }
+            state = match deadline {
+                None => self
+                    .advanced
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return Err(ArchiveError::Timeout {
+                            waited: Duration::ZERO,
+                        });
+                    }
+                    self.advanced
+                        .wait_timeout(state, at - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
 /// Shared by the handle, the sinks and the archiver's thread.
 pub(crate) struct Shared {
     /// Sinks enter it for each hand-off; `close` shuts it, and `stop` waits
     /// until no hand-off is inside (see `crate::door`).
     door: Door,
     pub(crate) counters: Counters,
+    /// The next hand-off ticket.
+    tickets: Counter,
+    pub(crate) durable: Durable,
     /// Touched by the archiver's thread and the host's status queries only.
     state: Mutex<State>,
     on_fault: Option<Arc<FaultCallback>>,
@@ -160,6 +307,8 @@ impl Shared {
         Self {
             door: Door::new(),
             counters: Counters::default(),
+            tickets: Counter::new(0),
+            durable: Durable::default(),
             state: Mutex::default(),
             on_fault,
         }
@@ -185,7 +334,32 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> ArchiveStats {
-        self.counters.snapshot()
+        ArchiveStats {
+            handed_over: self.handed_over(),
+            ..self.counters.snapshot()
+        }
+    }
+
+    /// Takes the next hand-off ticket. Call only inside the door, right
+    /// before the record goes into the channel.
+    fn ticket(&self) -> u64 {
+        // Relaxed: the RMW alone makes tickets unique; whether a ticket is
+        // durable is published under the `Durable` mutex.
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn handed_over(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.tickets.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        // Watermark first: it can only trail the tickets read after it.
+        let durable = self.durable.watermark();
+        Durability {
+            handed_over: self.handed_over(),
+            durable,
+        }
     }
 
     pub(crate) fn status(&self) -> ArchiveStatus {
@@ -231,6 +405,7 @@ impl Shared {
 
     pub(crate) fn set_stopped(&self) {
         self.state().stopped = true;
+        self.durable.stop();
     }
 }
 
@@ -277,35 +452,183 @@ impl ArchiveSink {
 fn into_entry(msg: Msg) -> Evicted<AuditEvent> {
     match msg {
         Msg::Event { entry, .. } => entry,
-        Msg::Flush(_) | Msg::Stop => unreachable!("sinks send only events"),
+        _ => unreachable!("`accept` sends only events"),
     }
 }
 
-impl Sink<AuditEvent> for ArchiveSink {
-    fn accept(&self, entry: Evicted<AuditEvent>) -> Result<Delivery, Refused<AuditEvent>> {
-        // Inside the door until the event is in the channel (or refused).
+/// A write-through hand-off the archive could not take: the archiver is
+/// stopping or stopped. Carries back what was handed over.
+#[derive(Debug)]
+pub(crate) struct NotTaken<T>(pub(crate) T);
+
+impl ArchiveSink {
+    /// Hands `msg` (built with the ticket it is given) to the archiver's
+    /// thread, waiting while the channel is full. `Err` gives the message
+    /// back when the archiver is stopping or gone.
+    // The refused message goes back to the caller whole, by value: boxing it
+    // would allocate on every hand-off to save a move on a rare path.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, build: impl FnOnce(u64) -> Msg) -> Result<(u64, Delivery), NotTaken<Msg>> {
+        // Inside the door until the record is in the channel (or refused).
         let Some(_inside) = self.shared.door.enter() else {
             add(&self.shared.counters.refused, 1);
-            return Err(Refused(entry));
+            return Err(NotTaken(build(u64::MAX)));
         };
-        let msg = Msg::Event {
-            call_id: Arc::clone(&self.call_id),
-            entry,
-        };
+        let ticket = self.shared.ticket();
+        let msg = build(ticket);
+        #[allow(clippy::result_large_err)] // as for `send`
         let refused = |msg| {
             add(&self.shared.counters.refused, 1);
-            Err(Refused(into_entry(msg)))
+            Err(NotTaken(msg))
         };
         match self.tx.try_send(msg) {
-            Ok(()) => Ok(Delivery::Immediate),
+            Ok(()) => Ok((ticket, Delivery::Immediate)),
             Err(TrySendError::Full(msg)) => {
                 add(&self.shared.counters.sink_waits, 1);
                 match self.tx.send(msg) {
-                    Ok(()) => Ok(Delivery::AfterWaiting),
+                    Ok(()) => Ok((ticket, Delivery::AfterWaiting)),
                     Err(crossbeam_channel::SendError(msg)) => refused(msg),
                 }
             }
             Err(TrySendError::Disconnected(msg)) => refused(msg),
         }
+    }
+
+    /// Writes through one logged event, given in the ring's encoding.
+    /// Returns its ticket; `Err` gives the bytes back.
+    pub(crate) fn submit_logged(&self, bytes: Vec<u8>) -> Result<Receipt, NotTaken<Vec<u8>>> {
+        let call_id = Arc::clone(&self.call_id);
+        match self.send(|ticket| Msg::Logged {
+            call_id,
+            bytes,
+            ticket,
+        }) {
+            Ok((ticket, _)) => Ok(Receipt {
+                ticket,
+                shared: Arc::clone(&self.shared),
+            }),
+            Err(NotTaken(Msg::Logged { bytes, .. })) => Err(NotTaken(bytes)),
+            Err(_) => unreachable!("`submit_logged` sends only logged events"),
+        }
+    }
+
+    /// Writes the call's end-of-call record: `issued` seqs, ended `at`.
+    pub(crate) fn submit_closed(
+        &self,
+        issued: u64,
+        at: Timestamp,
+    ) -> Result<Receipt, NotTaken<()>> {
+        let call_id = Arc::clone(&self.call_id);
+        self.send(|ticket| Msg::Closed {
+            call_id,
+            issued,
+            at,
+            ticket,
+        })
+        .map(|(ticket, _)| Receipt {
+            ticket,
+            shared: Arc::clone(&self.shared),
+        })
+        .map_err(|_| NotTaken(()))
+    }
+}
+
+impl Sink<AuditEvent> for ArchiveSink {
+    fn accept(&self, entry: Evicted<AuditEvent>) -> Result<Delivery, Refused<AuditEvent>> {
+        let call_id = Arc::clone(&self.call_id);
+        match self.send(|ticket| Msg::Event {
+            call_id,
+            entry,
+            ticket,
+        }) {
+            Ok((_, delivery)) => Ok(delivery),
+            Err(NotTaken(msg)) => Err(Refused(into_entry(msg))),
+        }
+    }
+}
+
+/// A record handed to an archiver, to wait on until it is durable.
+///
+/// From [`CallState::log_event_receipt`](crate::call::CallState::log_event_receipt).
+/// Waiting costs at most one group-commit window: the archiver fsyncs when
+/// [`fsync_every`](super::ArchiveConfig::fsync_every) records are waiting or
+/// the oldest has waited [`fsync_interval`](super::ArchiveConfig::fsync_interval)
+/// (20 ms by default), plus the time that write and fsync take; every waiter
+/// of that window is released by the same fsync. Checking without waiting
+/// ([`is_durable`](Receipt::is_durable)) takes one uncontended lock.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{ArchiveConfig, Archiver};
+/// use callring::call::{AuditEventType, CallState, Details};
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+/// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+/// let (seq, receipt) = call
+///     .log_event_receipt(&AuditEventType::ConsentGiven, Some("speech"), &Details::new())
+///     .expect("archived");
+/// receipt.wait().expect("on disk"); // only now acknowledge the consent
+/// assert!(receipt.is_durable());
+/// assert_eq!(seq, 0);
+/// # }
+/// ```
+#[must_use = "a receipt tells nothing unless it is waited on or checked"]
+#[derive(Clone)]
+pub struct Receipt {
+    ticket: u64,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receipt")
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receipt {
+    /// The record's place among all records handed to its archiver: it is
+    /// durable once [`Durability::durable`] exceeds it.
+    #[must_use]
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// Whether the record is durable now.
+    #[must_use]
+    pub fn is_durable(&self) -> bool {
+        self.shared.durable.watermark() > self.ticket
+    }
+
+    /// Waits until the record is durable (written and fsynced). While a
+    /// fault persists this waits for it to clear; see
+    /// [`wait_timeout`](Receipt::wait_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::NotRunning`] if the archiver stopped without making
+    /// it durable (it gave up, or its thread panicked).
+    pub fn wait(&self) -> Result<(), ArchiveError> {
+        self.shared.durable.wait(self.ticket, None)
+    }
+
+    /// [`wait`](Receipt::wait), at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::Timeout`] if it is not durable in time (it may still
+    /// become durable later); [`ArchiveError::NotRunning`] as for `wait`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), ArchiveError> {
+        self.shared
+            .durable
+            .wait(self.ticket, Some(Instant::now() + timeout))
+            .map_err(|e| match e {
+                ArchiveError::Timeout { .. } => ArchiveError::Timeout { waited: timeout },
+                other => other,
+            })
     }
 }

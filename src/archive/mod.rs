@@ -1,69 +1,97 @@
-//! Durable sinks for evicted audit events: an append-only, segmented JSON
-//! Lines archive with group commit and a verifier (and, with the `sqlite`
-//! feature, an SQLite table).
+//! The durable audit archive: an append-only, segmented JSON Lines archive
+//! with group commit, a durable watermark and a verifier (and, with the
+//! `sqlite` feature, an SQLite table).
 //!
 //! The compliance rule this serves: an audit event must be persisted before
-//! it leaves memory. With an [`Archiver`]'s sink on every call's audit ring,
-//! each event evicted from a ring, and at [`CallState::end`] each one still in
-//! it, is handed to the archiver exactly once; for an ended call the archive
-//! alone holds the whole trail, seqs `0..n`, each once. [`verify`] checks
-//! exactly that.
+//! it leaves memory. A call built with
+//! [`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)
+//! writes every event through to the archive as part of
+//! [`CallState::log_event`], so it is on disk within the group-commit window
+//! whatever happens to the ring or the process afterwards; [`CallState::end`]
+//! adds a closed record carrying the number of seqs the call issued. For an
+//! ended call the archive alone holds the whole trail, seqs `0..issued`, each
+//! once; [`verify`] checks exactly that, and tells a call that was live at a
+//! crash (open) from one that lost events (incomplete).
 //!
 //! # How events travel
 //!
-//! A ring writer that evicts an event calls its [`ArchiveSink`]'s
-//! [`Sink::accept`](crate::Sink::accept): one `try_send` on a bounded crossbeam
-//! channel, no mutex. When the channel is full the writer waits in `send`
-//! (back-pressure, counted by the ring as `sink_waits` and by
-//! [`ArchiveStats::sink_waits`]); an event is never dropped. The archiver's
-//! thread takes events in batches, appends them to the current segment and
-//! makes them durable by the group-commit policy.
+//! `log_event` takes the event's seq, stores it in the ring, then hands it to
+//! its [`ArchiveSink`]: one `try_send` on a bounded crossbeam channel, no
+//! mutex, no copy (the ring's encoding moves into the message). When the
+//! channel is full the logging thread waits in `send` (back-pressure, counted
+//! in [`ArchiveStats::sink_waits`]); an event is never dropped. If the
+//! archiver is stopping or stopped, the event is refused back to the call
+//! ([`CallError::NotArchived`](crate::call::CallError::NotArchived), kept for
+//! [`CallState::take_refused_audit`](crate::call::CallState::take_refused_audit)).
+//! The archiver's thread takes records in batches, appends them to the
+//! current segment and makes them durable by the group-commit policy; after
+//! each fsync it moves the durable watermark ([`Archiver::durability`]) and
+//! wakes the [`Receipt`]s waiting on it.
+//!
+//! An `ArchiveSink` is also a [`Sink`](crate::Sink) for the ring's eviction
+//! mode ([`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink)):
+//! events are then handed over only as they leave the ring, and no closed
+//! record is written, so until a call ends its trail is only in memory and
+//! `verify` reports it open.
 //!
 //! # On disk
 //!
 //! A directory of segments `audit-000000000001.jsonl`,
 //! `audit-000000000002.jsonl`, ... (the index zero-padded to 12 digits, so
 //! name order is index order), plus the lock file `archive.lock`. Each line is
-//! one [`ArchiveRecord`]:
+//! an [`ArchiveRecord`] (an event) or a [`ClosedRecord`] (a call's end), and
+//! carries the schema version `"v"` ([`SCHEMA_VERSION`]):
 //!
 //! ```text
-//! {"call_id":"call-7","seq":0,"at":"2025-11-25T09:30:00.000000000Z","type":"call_started","agent_id":"speech","details":{},"reason":"evicted"}
+//! {"v":2,"call_id":"call-7","seq":0,"at":"2025-11-25T09:30:00.000000000Z","type":"call_started","agent_id":"speech","details":{},"reason":"logged"}
+//! {"v":2,"call_id":"call-7","record":"closed","issued":1,"at":"2025-11-25T09:31:00.000000000Z"}
 //! ```
 //!
-//! `at` is RFC 3339 with nanoseconds, UTC; `reason` is `"evicted"` or
-//! `"drained"`. Segments are append-only; a segment is fsynced before the
+//! `at` is RFC 3339 with nanoseconds, UTC; `reason` is `"logged"`
+//! (written through) or, in eviction mode, `"evicted"` or `"drained"`.
+//! Lines without `"v"` were written before version 2 and are read as
+//! version 1. Segments are append-only; a segment is fsynced before the
 //! next one is started, once the next record would take it past
 //! [`ArchiveConfig::segment_bytes`]. Each run of an archiver starts a new
 //! segment. Within a call, records may appear out of seq order (several
-//! agent threads evict concurrently); the verifier sorts.
+//! agent threads log concurrently); the verifier sorts. A call's closed
+//! record always comes after all of its events.
 //!
 //! # Durability, and what a crash can lose
 //!
 //! Records are written as they arrive and fsynced (group commit) when
 //! [`fsync_every`](ArchiveConfig::fsync_every) records are waiting, when the
-//! oldest has waited [`fsync_interval`](ArchiveConfig::fsync_interval), on
-//! [`Archiver::flush`] and at [`Archiver::stop`]. A new segment's directory
-//! entry is fsynced with its first records.
+//! oldest has waited [`fsync_interval`](ArchiveConfig::fsync_interval)
+//! (1024 records and 20 ms by default), on [`Archiver::flush`] and at
+//! [`Archiver::stop`]. A new segment's directory entry is fsynced with its
+//! first records.
 //!
 //! - Everything before the last successful fsync survives any crash,
-//!   including power loss. [`Archiver::flush`] returning `Ok` means every
-//!   event handed over before the call is in that durable prefix.
-//! - A crash can lose only the un-fsynced tail: at most `fsync_every`
-//!   records, none older than about `fsync_interval` (plus the time one
-//!   write and fsync take), plus the events
-//!   still in the channel (at most
-//!   [`channel_capacity`](ArchiveConfig::channel_capacity)) and, of course,
-//!   the events still in the rings, which were never handed over. If only the
-//!   process dies (the OS keeps running), written-but-unsynced records
-//!   survive in the page cache too.
+//!   including power loss. A [`Receipt`] that reported durable, a
+//!   [`CallState::log_event_durable`](crate::call::CallState::log_event_durable)
+//!   that returned `Ok`, and an [`Archiver::flush`] that returned `Ok` (for
+//!   everything handed over before it) all mean the record is in that
+//!   durable prefix.
+//! - A crash (`kill -9`, OOM kill, power loss) can lose only records never
+//!   confirmed durable: those logged within about the last `fsync_interval`
+//!   (plus the time one write and fsync take), at most the channel's
+//!   [`channel_capacity`](ArchiveConfig::channel_capacity) plus one batch.
+//!   If only the process dies (the OS keeps running), records already
+//!   written survive in the page cache too.
+//! - Afterwards [`verify`] reports each call that was live at the crash as
+//!   *open* (no closed record), with its durable events and the seqs missing
+//!   below its highest one (with several agents per call, seq 383 can still
+//!   be in flight when 402 is durable). That is not an error. A call whose
+//!   closed record is on disk has every event on disk before it, so it is
+//!   *complete*; *incomplete* or *duplicated* means real loss or a bug.
 //! - The file is always a prefix of what was written: a crash can leave a
 //!   torn last line (a partial record) at the end of the last segment, or
 //!   zero-filled blocks after a power loss. [`verify`] reports it
 //!   ([`TornTail`]) instead of failing; [`VerifyOptions::truncate_torn`] cuts
 //!   it; the next [`Archiver::start`] cuts it too (and reports it). Every
 //!   record before it is whole.
-//! - No crash can create a gap *before* the last fsynced record, or a
-//!   duplicate.
+//! - No crash creates a duplicate, and none removes a record that was
+//!   confirmed durable.
 //!
 //! # Faults
 //!
@@ -95,7 +123,7 @@
 //! let call = Arc::new(
 //!     CallState::builder("call-1")
 //!         .limits(Limits::new(1000, 10).expect("valid"))
-//!         .audit_sink(archiver.sink("call-1"))
+//!         .audit_archive(archiver.sink("call-1"))
 //!         .build(),
 //! );
 //! std::thread::scope(|s| {
@@ -104,7 +132,7 @@
 //!         s.spawn(move || {
 //!             for _ in 0..50 {
 //!                 call.log_event(&AuditEventType::ToolInvoked, Some(agent), &Details::new())
-//!                     .expect("live call");
+//!                     .expect("archived");
 //!             }
 //!         });
 //!     }
@@ -114,12 +142,13 @@
 //!
 //! let report = verify(dir.path()).expect("readable archive");
 //! let trail = &report.calls["call-1"];
-//! assert_eq!((trail.events, trail.last_seq, trail.drained), (100, 99, 10));
+//! assert_eq!((trail.events, trail.last_seq, trail.issued), (100, 99, Some(100)));
 //! assert!(report.is_complete());
 //! # }
 //! ```
 //!
 //! [`CallState::end`]: crate::call::CallState::end
+//! [`CallState::log_event`]: crate::call::CallState::log_event
 
 mod archiver;
 mod config;
@@ -140,10 +169,15 @@ pub use config::{
     DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
 };
 pub use error::{ArchiveError, IoFailure, IoOp};
-pub use feed::{ArchiveSink, ArchiveStats, ArchiveStatus};
+pub use feed::{ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Receipt};
 pub use fs::{ArchiveFs, SegmentFile, StdFs, LOCK_FILE};
-pub use record::{segment_index, segment_name, ArchiveRecord};
-pub use report::{CallReport, SegmentReport, SeqRange, TornTail, VerifyReport};
+pub use record::{
+    segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord, LineError, Origin,
+    SCHEMA_VERSION,
+};
+pub use report::{CallReport, CallStatus, SegmentReport, SeqRange, TornTail, VerifyReport};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteArchiver;
-pub use verify::{read_archive, verify, verify_with, VerifyError, VerifyOptions};
+pub use verify::{
+    read_archive, read_archive_lines, verify, verify_with, VerifyError, VerifyOptions,
+};

@@ -5,14 +5,66 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use crate::call::{AuditEvent, AuditEventType, Details, Timestamp};
+use std::fmt;
+
 use crate::sink::{Evicted, Reason};
 
-/// One line of the archive: an audit event of a call and why it left the
-/// ring.
+/// The schema version this crate writes into every record, as `"v"`.
+///
+/// Version 2 added the version field itself, the `closed` end-of-call record
+/// and the `logged` reason. Lines without `"v"` were written before it
+/// (version 1: event records only) and are read as such.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Records of lines that carry no `"v"`.
+const LEGACY_VERSION: u32 = 1;
+
+fn legacy_version() -> u32 {
+    LEGACY_VERSION
+}
+
+/// How an event reached the archive: the `reason` field of its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Written through as it was logged
+    /// ([`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)).
+    Logged,
+    /// Handed over when a newer event evicted it from the ring (eviction
+    /// mode).
+    Evicted,
+    /// Handed over when the call ended and its ring was drained (eviction
+    /// mode).
+    Drained,
+}
+
+impl From<Reason> for Origin {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::Evicted => Self::Evicted,
+            Reason::Drained => Self::Drained,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Logged => "logged",
+            Self::Evicted => "evicted",
+            Self::Drained => "drained",
+        })
+    }
+}
+
+/// One event line of the archive: an audit event of a call and how it
+/// reached the archive.
 ///
 /// On disk the fields appear in this order, one JSON object per line:
-/// `{"call_id","seq","at","type","agent_id","details","reason"}`, with `at`
-/// in RFC 3339 (nanoseconds, UTC) and `reason` `"evicted"` or `"drained"`.
+/// `{"v","call_id","seq","at","type","agent_id","details","reason"}`, with `at`
+/// in RFC 3339 (nanoseconds, UTC) and `reason` `"logged"` (written through as
+/// it was logged), `"evicted"` or `"drained"` (handed over as it left the
+/// ring). Lines of version 1 have no `"v"`; they parse with `version` 1.
 ///
 /// # Examples
 ///
@@ -20,14 +72,18 @@ use crate::sink::{Evicted, Reason};
 /// # #[cfg(not(loom))] {
 /// use callring::archive::ArchiveRecord;
 ///
-/// let line = r#"{"call_id":"call-1","seq":0,"at":"2025-11-25T09:30:00.000000000Z","type":"call_started","agent_id":null,"details":{},"reason":"drained"}"#;
+/// let line = r#"{"v":2,"call_id":"call-1","seq":0,"at":"2025-11-25T09:30:00.000000000Z","type":"call_started","agent_id":null,"details":{},"reason":"logged"}"#;
 /// let record: ArchiveRecord = serde_json::from_str(line).expect("a valid record");
-/// assert_eq!((record.call_id.as_str(), record.seq), ("call-1", 0));
+/// assert_eq!((record.call_id.as_str(), record.seq, record.version), ("call-1", 0, 2));
 /// assert_eq!(serde_json::to_string(&record).expect("serialisable"), line);
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ArchiveRecord {
+    /// The schema version the record was written with (1 for lines without
+    /// `"v"`).
+    #[serde(rename = "v", default = "legacy_version")]
+    pub version: u32,
     /// The call.
     pub call_id: String,
     /// The event's seq in its call's trail.
@@ -41,23 +97,179 @@ pub struct ArchiveRecord {
     pub agent_id: Option<String>,
     /// Free-form details.
     pub details: Details,
-    /// Evicted by a newer event, or drained when the call ended.
-    pub reason: Reason,
+    /// Written through as it was logged, evicted by a newer event, or
+    /// drained when the call ended.
+    pub reason: Origin,
 }
 
 impl ArchiveRecord {
-    /// The record of `entry`, an event of `call_id` leaving its ring.
+    /// The record of `entry`, an event of `call_id` handed to the archive,
+    /// with the current [`SCHEMA_VERSION`].
     #[must_use]
     pub fn new(call_id: impl Into<String>, entry: Evicted<AuditEvent>) -> Self {
         let event = entry.value;
         Self {
+            version: SCHEMA_VERSION,
             call_id: call_id.into(),
             seq: event.seq,
             at: event.at,
             kind: event.kind,
             agent_id: event.agent_id,
             details: event.details,
-            reason: entry.reason,
+            reason: entry.reason.into(),
+        }
+    }
+}
+
+/// The end-of-call line: the call ended after handing out `issued` seqs, so
+/// a complete trail is seqs `0..issued`, each once.
+///
+/// Written by [`CallState::end`](crate::call::CallState::end) when the call
+/// writes through to an archive, after every event of the call (so a durable
+/// closed record means every event before it is durable too). On disk:
+///
+/// ```text
+/// {"v":2,"call_id":"call-1","record":"closed","issued":6,"at":"2025-11-25T09:31:00.000000000Z"}
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{ArchiveLine, ClosedRecord};
+///
+/// let line = r#"{"v":2,"call_id":"call-1","record":"closed","issued":6,"at":"2025-11-25T09:31:00.000000000Z"}"#;
+/// match ArchiveLine::parse(line.as_bytes()).expect("a valid line") {
+///     ArchiveLine::Closed(ClosedRecord { issued, .. }) => assert_eq!(issued, 6),
+///     other => panic!("{other:?}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedRecord {
+    /// The schema version the record was written with.
+    pub version: u32,
+    /// The call.
+    pub call_id: String,
+    /// Seqs the call handed out: its trail is `0..issued`.
+    pub issued: u64,
+    /// When the call ended.
+    pub at: Timestamp,
+}
+
+/// Any line of the archive: an event or a call's closed record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArchiveLine {
+    /// An audit event.
+    Event(ArchiveRecord),
+    /// The end of a call's trail.
+    Closed(ClosedRecord),
+}
+
+/// What kind of line: absent for events (and every version-1 line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LineKind {
+    Event,
+    Closed,
+}
+
+/// A line as parsed, before it is checked for the fields its kind needs.
+#[derive(serde::Deserialize)]
+struct RawLine {
+    #[serde(default = "legacy_version")]
+    v: u32,
+    call_id: String,
+    #[serde(default)]
+    record: Option<LineKind>,
+    #[serde(default)]
+    seq: Option<u64>,
+    at: Timestamp,
+    #[serde(rename = "type", default)]
+    kind: Option<AuditEventType>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    details: Option<Details>,
+    #[serde(default)]
+    reason: Option<Origin>,
+    #[serde(default)]
+    issued: Option<u64>,
+}
+
+/// Why a line is not a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LineError {
+    /// Not a JSON object of the record's shape.
+    Json(String),
+    /// Written by a newer callring than this one.
+    UnsupportedVersion {
+        /// The line's version.
+        version: u32,
+    },
+    /// A field the line's kind needs is missing.
+    Missing {
+        /// The field.
+        field: &'static str,
+    },
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Json(e) => f.write_str(e),
+            Self::UnsupportedVersion { version } => write!(
+                f,
+                "schema version {version} is newer than this reader's {SCHEMA_VERSION}"
+            ),
+            Self::Missing { field } => write!(f, "missing field `{field}`"),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
+
+impl ArchiveLine {
+    /// Parses one line (without its `\n`), of any schema version up to
+    /// [`SCHEMA_VERSION`].
+    ///
+    /// # Errors
+    ///
+    /// [`LineError`] for a line that is not a record.
+    pub fn parse(line: &[u8]) -> Result<Self, LineError> {
+        let raw: RawLine =
+            serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+        if raw.v > SCHEMA_VERSION {
+            return Err(LineError::UnsupportedVersion { version: raw.v });
+        }
+        let missing = |field| LineError::Missing { field };
+        match raw.record.unwrap_or(LineKind::Event) {
+            LineKind::Closed => Ok(Self::Closed(ClosedRecord {
+                version: raw.v,
+                call_id: raw.call_id,
+                issued: raw.issued.ok_or(missing("issued"))?,
+                at: raw.at,
+            })),
+            LineKind::Event => Ok(Self::Event(ArchiveRecord {
+                version: raw.v,
+                call_id: raw.call_id,
+                seq: raw.seq.ok_or(missing("seq"))?,
+                at: raw.at,
+                kind: raw.kind.ok_or(missing("type"))?,
+                agent_id: raw.agent_id,
+                details: raw.details.ok_or(missing("details"))?,
+                reason: raw.reason.ok_or(missing("reason"))?,
+            })),
+        }
+    }
+
+    /// The call the line belongs to.
+    #[must_use]
+    pub fn call_id(&self) -> &str {
+        match self {
+            Self::Event(r) => &r.call_id,
+            Self::Closed(c) => &c.call_id,
         }
     }
 }
@@ -65,6 +277,7 @@ impl ArchiveRecord {
 /// [`ArchiveRecord`] borrowed, for encoding without copies.
 #[derive(serde::Serialize)]
 struct RecordRef<'a> {
+    v: u32,
     call_id: &'a str,
     seq: u64,
     at: Timestamp,
@@ -72,20 +285,30 @@ struct RecordRef<'a> {
     kind: &'a AuditEventType,
     agent_id: Option<&'a str>,
     details: &'a Details,
-    reason: Reason,
+    reason: Origin,
 }
 
-/// Appends `entry` as one JSON line (with its `\n`) to `out`.
-pub(crate) fn encode_line(call_id: &str, entry: &Evicted<AuditEvent>, out: &mut Vec<u8>) {
-    let event = &entry.value;
+/// [`ClosedRecord`] borrowed, for encoding.
+#[derive(serde::Serialize)]
+struct ClosedRef<'a> {
+    v: u32,
+    call_id: &'a str,
+    record: LineKind,
+    issued: u64,
+    at: Timestamp,
+}
+
+/// Appends `event` as one JSON line (with its `\n`) to `out`.
+pub(crate) fn encode_line(call_id: &str, reason: Origin, event: &AuditEvent, out: &mut Vec<u8>) {
     let record = RecordRef {
+        v: SCHEMA_VERSION,
         call_id,
-        seq: entry.seq,
+        seq: event.seq,
         at: event.at,
         kind: &event.kind,
         agent_id: event.agent_id.as_deref(),
         details: &event.details,
-        reason: entry.reason,
+        reason,
     };
     let mark = out.len();
     if serde_json::to_writer(&mut *out, &record).is_err() {
@@ -103,9 +326,23 @@ pub(crate) fn encode_line(call_id: &str, entry: &Evicted<AuditEvent>, out: &mut 
     out.push(b'\n');
 }
 
+/// Appends the closed record of `call_id` as one JSON line to `out`.
+pub(crate) fn encode_closed(call_id: &str, issued: u64, at: Timestamp, out: &mut Vec<u8>) {
+    let record = ClosedRef {
+        v: SCHEMA_VERSION,
+        call_id,
+        record: LineKind::Closed,
+        issued,
+        at,
+    };
+    // Infallible for these types (a string, integers, a timestamp).
+    let _ = serde_json::to_writer(&mut *out, &record);
+    out.push(b'\n');
+}
+
 /// Parses one line (without its `\n`).
-pub(crate) fn parse_line(line: &[u8]) -> Result<ArchiveRecord, serde_json::Error> {
-    serde_json::from_slice(line)
+pub(crate) fn parse_line(line: &[u8]) -> Result<ArchiveLine, LineError> {
+    ArchiveLine::parse(line)
 }
 
 /// Segment names: `audit-` + the index zero-padded to 12 digits + `.jsonl`,
@@ -201,11 +438,7 @@ mod tests {
             details,
         };
         let mut out = Vec::new();
-        encode_line(
-            "call-1",
-            &Evicted::new(seq, Reason::Evicted, event),
-            &mut out,
-        );
+        encode_line("call-1", Origin::Evicted, &event, &mut out);
         out
     }
 
@@ -215,14 +448,59 @@ mod tests {
         assert_eq!(
             text,
             concat!(
-                r#"{"call_id":"call-1","seq":7,"at":"2025-11-25T09:30:00.000000001Z","#,
+                r#"{"v":2,"call_id":"call-1","seq":7,"at":"2025-11-25T09:30:00.000000001Z","#,
                 r#""type":{"other":"x"},"agent_id":"speech","details":{"k":"v\nw"},"#,
                 r#""reason":"evicted"}"#,
                 "\n"
             )
         );
-        let record = parse_line(text.trim_end().as_bytes()).expect("parses");
-        assert_eq!((record.seq, record.reason), (7, Reason::Evicted));
+        match parse_line(text.trim_end().as_bytes()).expect("parses") {
+            ArchiveLine::Event(record) => {
+                assert_eq!(
+                    (record.seq, record.reason, record.version),
+                    (7, Origin::Evicted, 2)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn closed_records_round_trip_and_version_one_lines_still_parse() {
+        let mut out = Vec::new();
+        let at = Timestamp::from_unix_nanos(1_764_063_060_000_000_000);
+        encode_closed("call-1", 6, at, &mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            text,
+            "{\"v\":2,\"call_id\":\"call-1\",\"record\":\"closed\",\"issued\":6,\"at\":\"2025-11-25T09:31:00.000000000Z\"}\n"
+        );
+        let closed = ClosedRecord {
+            version: 2,
+            call_id: "call-1".into(),
+            issued: 6,
+            at,
+        };
+        assert_eq!(
+            parse_line(text.trim_end().as_bytes()),
+            Ok(ArchiveLine::Closed(closed))
+        );
+        let v1 = br#"{"call_id":"c","seq":3,"at":"2025-11-25T09:30:00Z","type":"call_started","agent_id":null,"details":{},"reason":"drained"}"#;
+        match parse_line(v1).expect("a version-1 line parses") {
+            ArchiveLine::Event(r) => assert_eq!((r.version, r.seq), (1, 3)),
+            other => panic!("{other:?}"),
+        }
+        let newer =
+            br#"{"v":3,"call_id":"c","record":"closed","issued":1,"at":"2025-11-25T09:30:00Z"}"#;
+        assert_eq!(
+            parse_line(newer),
+            Err(LineError::UnsupportedVersion { version: 3 })
+        );
+        let no_issued = br#"{"v":2,"call_id":"c","record":"closed","at":"2025-11-25T09:30:00Z"}"#;
+        assert_eq!(
+            parse_line(no_issued),
+            Err(LineError::Missing { field: "issued" })
+        );
     }
 
     #[test]

@@ -38,73 +38,168 @@ impl fmt::Display for SeqRange {
     }
 }
 
+/// Where one call's trail stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// The call ended (its closed record is there) and seqs `0..issued` are
+    /// each there exactly once.
+    Complete,
+    /// No closed record: the call was live when the archive was read or when
+    /// the host crashed (or the archive predates closed records). Its
+    /// durable events are there; the seqs missing below the highest one are
+    /// listed. Not an error: a crash loses only events never confirmed
+    /// durable.
+    Open,
+    /// The call ended but seqs below its issued count are missing (or seqs
+    /// at or above it appear): events were lost.
+    Incomplete,
+    /// Some seq (or the closed record) appears more than once.
+    Duplicated,
+}
+
+impl CallStatus {
+    /// Whether this status means lost or doubled records: `Incomplete` or
+    /// `Duplicated`.
+    #[must_use]
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Incomplete | Self::Duplicated)
+    }
+}
+
+impl fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Complete => "complete",
+            Self::Open => "open",
+            Self::Incomplete => "INCOMPLETE",
+            Self::Duplicated => "DUPLICATED",
+        })
+    }
+}
+
 /// One call's trail in the archive.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CallReport {
-    /// Records of the call (duplicates included).
+    /// Complete, open, incomplete or duplicated.
+    pub status: CallStatus,
+    /// Event records of the call (duplicates included): for an open call,
+    /// the events that are durable.
     pub events: u64,
-    /// The lowest seq found.
+    /// The lowest seq found (0 without events).
     pub first_seq: u64,
-    /// The highest seq found.
+    /// The highest seq found (0 without events).
     pub last_seq: u64,
-    /// Seqs missing below `last_seq` (a trail starts at 0).
+    /// Seqs the call handed out, from its closed record; `None` while open.
+    pub issued: Option<u64>,
+    /// Closed records of the call (1 for an ended call).
+    pub closed_records: u64,
+    /// Missing seqs: below `issued` for an ended call, below `last_seq` for
+    /// an open one (a trail starts at 0).
     pub gaps: Vec<SeqRange>,
+    /// Seqs at or above `issued` (an ended call's trail is `0..issued`).
+    pub beyond_issued: Vec<SeqRange>,
     /// Seqs found more than once.
     pub duplicates: Vec<SeqRange>,
     /// Records beyond the first of each duplicated seq.
     pub duplicate_records: u64,
+    /// Records with reason `logged`: written through as they were logged.
+    pub logged: u64,
     /// Records with reason `drained`: the call ended, and these were still
-    /// in its ring.
+    /// in its ring (eviction mode).
     pub drained: u64,
 }
 
+/// The runs of consecutive values in sorted, deduplicated `seqs`.
+fn runs(seqs: impl Iterator<Item = u64>) -> Vec<SeqRange> {
+    let mut out: Vec<SeqRange> = Vec::new();
+    for s in seqs {
+        match out.last_mut() {
+            Some(run) if run.last + 1 == s => run.last = s,
+            _ => out.push(SeqRange { first: s, last: s }),
+        }
+    }
+    out
+}
+
 impl CallReport {
-    /// Builds the report from the call's seqs (any order) and its drained
-    /// count. `seqs` must not be empty.
-    pub(crate) fn from_seqs(mut seqs: Vec<u64>, drained: u64) -> Self {
+    /// Builds the report from the call's seqs (any order), the closed
+    /// records' issued counts, and its `logged` and `drained` counts.
+    pub(crate) fn from_seqs(mut seqs: Vec<u64>, closed: &[u64], logged: u64, drained: u64) -> Self {
         seqs.sort_unstable();
         let first_seq = seqs.first().copied().unwrap_or(0);
         let last_seq = seqs.last().copied().unwrap_or(0);
+        let issued = closed.iter().copied().max();
         let mut gaps = Vec::new();
-        if first_seq > 0 {
-            gaps.push(SeqRange {
-                first: 0,
-                last: first_seq - 1,
-            });
-        }
         let mut duplicates: Vec<SeqRange> = Vec::new();
         let mut duplicate_records = 0;
-        for pair in seqs.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            if b == a {
+        let mut expected = 0u64; // the next seq a complete trail has
+        for (i, &s) in seqs.iter().enumerate() {
+            if i > 0 && seqs[i - 1] == s {
                 duplicate_records += 1;
                 match duplicates.last_mut() {
-                    Some(run) if run.last == a || run.last + 1 == a => run.last = a,
-                    _ => duplicates.push(SeqRange { first: a, last: a }),
+                    Some(run) if run.last == s || run.last + 1 == s => run.last = s,
+                    _ => duplicates.push(SeqRange { first: s, last: s }),
                 }
-            } else if b > a + 1 {
+                continue;
+            }
+            let bound = issued.map_or(s, |n| s.min(n));
+            if bound > expected {
                 gaps.push(SeqRange {
-                    first: a + 1,
-                    last: b - 1,
+                    first: expected,
+                    last: bound - 1,
+                });
+            }
+            expected = expected.max(s.saturating_add(1));
+        }
+        if let Some(n) = issued {
+            if n > expected {
+                gaps.push(SeqRange {
+                    first: expected,
+                    last: n - 1,
                 });
             }
         }
+        let beyond_issued = match issued {
+            Some(n) => {
+                let mut above: Vec<u64> = seqs.iter().copied().filter(|&s| s >= n).collect();
+                above.dedup();
+                runs(above.into_iter())
+            }
+            None => Vec::new(),
+        };
+        let closed_records = closed.len() as u64;
+        let status = if !duplicates.is_empty() || closed_records > 1 {
+            CallStatus::Duplicated
+        } else if issued.is_none() {
+            CallStatus::Open
+        } else if gaps.is_empty() && beyond_issued.is_empty() {
+            CallStatus::Complete
+        } else {
+            CallStatus::Incomplete
+        };
         Self {
+            status,
             events: seqs.len() as u64,
             first_seq,
             last_seq,
+            issued,
+            closed_records,
             gaps,
+            beyond_issued,
             duplicates,
             duplicate_records,
+            logged,
             drained,
         }
     }
 
-    /// No gap and no duplicate: seqs `0..=last_seq`, each exactly once.
+    /// The call ended and its trail is whole: seqs `0..issued`, each exactly
+    /// once.
     #[must_use]
     pub fn is_complete(&self) -> bool {
-        self.gaps.is_empty() && self.duplicates.is_empty()
+        self.status == CallStatus::Complete
     }
 
     /// How many seqs the gaps hold.
@@ -152,8 +247,18 @@ pub struct VerifyReport {
     pub segments: Vec<SegmentReport>,
     /// Files in the directory that are not segments (left alone).
     pub ignored: Vec<PathBuf>,
-    /// Records read.
+    /// Records read: events and closed records.
     pub records: u64,
+    /// Event records read.
+    pub events: u64,
+    /// Calls whose trail is complete.
+    pub complete: u64,
+    /// Calls without a closed record (live, or live at a crash).
+    pub open: u64,
+    /// Ended calls with missing seqs.
+    pub incomplete: u64,
+    /// Calls with a seq or closed record more than once.
+    pub duplicated: u64,
     /// Each call's trail, by call id.
     pub calls: BTreeMap<String, CallReport>,
     /// The torn tail of the last segment, if a crash left one.
@@ -161,19 +266,35 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// Every call's trail has no gap and no duplicate. (A torn tail does not
-    /// count against this: it was never durable; its event is either a gap,
-    /// or was the newest of its call.)
+    /// Every call ended and its trail is complete (no call open, none
+    /// incomplete or duplicated).
     #[must_use]
     pub fn is_complete(&self) -> bool {
         self.calls.values().all(CallReport::is_complete)
     }
 
-    /// The calls with gaps or duplicates.
+    /// No call is incomplete or duplicated: nothing was lost or doubled.
+    /// Open calls (live at a crash) and a torn tail (never durable) do not
+    /// count against this. The archive command exits 0 exactly when this
+    /// holds.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.incomplete == 0 && self.duplicated == 0
+    }
+
+    /// The calls that are incomplete or duplicated.
     pub fn incomplete_calls(&self) -> impl Iterator<Item = (&str, &CallReport)> + '_ {
         self.calls
             .iter()
-            .filter(|(_, c)| !c.is_complete())
+            .filter(|(_, c)| c.status.is_failure())
+            .map(|(id, c)| (id.as_str(), c))
+    }
+
+    /// The calls with the given status.
+    pub fn calls_with(&self, status: CallStatus) -> impl Iterator<Item = (&str, &CallReport)> + '_ {
+        self.calls
+            .iter()
+            .filter(move |(_, c)| c.status == status)
             .map(|(id, c)| (id.as_str(), c))
     }
 }
@@ -196,20 +317,29 @@ fn ranges(f: &mut fmt::Formatter<'_>, list: &[SeqRange]) -> fmt::Result {
 
 impl fmt::Display for CallReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} events, seqs {}..={}",
-            self.events, self.first_seq, self.last_seq
-        )?;
+        write!(f, "{}: {} events", self.status, self.events)?;
+        if self.events > 0 {
+            write!(f, ", seqs {}..={}", self.first_seq, self.last_seq)?;
+        }
+        match self.issued {
+            Some(n) => write!(f, ", closed with {n} issued")?,
+            None => f.write_str(", no closed record")?,
+        }
         if self.drained > 0 {
             write!(f, ", {} drained at end of call", self.drained)?;
         }
-        if self.is_complete() {
-            return f.write_str(": complete");
-        }
         if !self.gaps.is_empty() {
-            write!(f, "; MISSING {} seqs: ", self.missing())?;
+            let what = if self.issued.is_some() {
+                "MISSING"
+            } else {
+                "not durable"
+            };
+            write!(f, "; {what} {} seqs: ", self.missing())?;
             ranges(f, &self.gaps)?;
+        }
+        if !self.beyond_issued.is_empty() {
+            f.write_str("; BEYOND ISSUED: ")?;
+            ranges(f, &self.beyond_issued)?;
         }
         if !self.duplicates.is_empty() {
             write!(
@@ -218,6 +348,9 @@ impl fmt::Display for CallReport {
                 self.duplicate_records
             )?;
             ranges(f, &self.duplicates)?;
+        }
+        if self.closed_records > 1 {
+            write!(f, "; {} CLOSED RECORDS", self.closed_records)?;
         }
         Ok(())
     }
@@ -240,7 +373,7 @@ impl fmt::Display for VerifyReport {
         if let Some(torn) = &self.torn_tail {
             writeln!(
                 f,
-                "torn tail: {} line {} (offset {}, {} bytes){}",
+                "torn tail: {} line {} (offset {}, {} bytes, never durable){}",
                 torn.file.display(),
                 torn.line,
                 torn.offset,
@@ -255,16 +388,15 @@ impl fmt::Display for VerifyReport {
         for file in &self.ignored {
             writeln!(f, "ignored (not a segment): {}", file.display())?;
         }
-        let bad = self.incomplete_calls().count();
-        if bad == 0 {
-            write!(f, "result: complete")
-        } else {
-            write!(
-                f,
-                "result: INCOMPLETE: {bad} of {} calls have gaps or duplicates",
-                self.calls.len()
-            )
-        }
+        write!(
+            f,
+            "result: {}: {} complete, {} open (no closed record: live, or live at a crash), {} incomplete, {} duplicated",
+            if self.is_ok() { "ok" } else { "FAILED" },
+            self.complete,
+            self.open,
+            self.incomplete,
+            self.duplicated
+        )
     }
 }
 
@@ -272,22 +404,25 @@ impl fmt::Display for VerifyReport {
 mod tests {
     use super::*;
 
+    fn range(first: u64, last: u64) -> SeqRange {
+        SeqRange { first, last }
+    }
+
     #[test]
-    fn gaps_and_duplicates_come_out_as_ranges() {
-        let report = CallReport::from_seqs(vec![9, 3, 4, 4, 5, 5, 5, 6, 12, 12], 2);
+    fn open_calls_list_what_is_not_durable_and_are_not_failures() {
+        let report = CallReport::from_seqs(vec![9, 3, 4, 4, 5, 5, 5, 6, 12, 12], &[], 0, 2);
         assert_eq!(
             (report.events, report.first_seq, report.last_seq),
             (10, 3, 12)
         );
-        let range = |first, last| SeqRange { first, last };
         assert_eq!(report.gaps, [range(0, 2), range(7, 8), range(10, 11)]);
         assert_eq!(report.missing(), 7);
         assert_eq!(report.duplicates, [range(4, 5), range(12, 12)]);
         assert_eq!(report.duplicate_records, 4);
-        assert!(!report.is_complete());
+        assert_eq!(report.status, CallStatus::Duplicated);
         let text = report.to_string();
         assert!(
-            text.contains("MISSING 7 seqs: 0..=2, 7..=8, 10..=11"),
+            text.contains("not durable 7 seqs: 0..=2, 7..=8, 10..=11"),
             "{text}"
         );
         assert!(
@@ -295,8 +430,37 @@ mod tests {
             "{text}"
         );
 
-        let whole = CallReport::from_seqs((0..100).rev().collect(), 0);
+        let open = CallReport::from_seqs(vec![0, 1, 3], &[], 3, 0);
+        assert_eq!(
+            (open.status, open.gaps.clone()),
+            (CallStatus::Open, vec![range(2, 2)])
+        );
+        assert!(!open.status.is_failure());
+    }
+
+    #[test]
+    fn closed_calls_are_complete_only_with_every_issued_seq_once() {
+        let whole = CallReport::from_seqs((0..100).rev().collect(), &[100], 100, 0);
         assert!(whole.is_complete());
-        assert_eq!(whole.to_string(), "100 events, seqs 0..=99: complete");
+        assert_eq!(
+            whole.to_string(),
+            "complete: 100 events, seqs 0..=99, closed with 100 issued"
+        );
+        // Cut short: the closed record says 6, only seq 0 is there.
+        let short = CallReport::from_seqs(vec![0], &[6], 1, 0);
+        assert_eq!(short.status, CallStatus::Incomplete);
+        assert_eq!(short.gaps, [range(1, 5)]);
+        // Seqs beyond the issued count.
+        let beyond = CallReport::from_seqs(vec![0, 1, 2], &[2], 3, 0);
+        assert_eq!(
+            (beyond.status, beyond.beyond_issued.clone()),
+            (CallStatus::Incomplete, vec![range(2, 2)])
+        );
+        // A call that logged nothing, ended.
+        let empty = CallReport::from_seqs(vec![], &[0], 0, 0);
+        assert!(empty.is_complete());
+        // Two closed records.
+        let twice = CallReport::from_seqs(vec![0], &[1, 1], 1, 0);
+        assert_eq!(twice.status, CallStatus::Duplicated);
     }
 }

@@ -16,10 +16,8 @@ use std::time::Instant;
 use super::error::{IoFailure, IoOp};
 use super::feed::{add, Shared};
 use super::fs::{ArchiveFs, SegmentFile};
-use super::record::{encode_line, segment_name};
-use super::worker::Backend;
-use crate::call::AuditEvent;
-use crate::sink::Evicted;
+use super::record::{encode_closed, encode_line, segment_name};
+use super::worker::{Backend, Entry};
 
 /// Segments of one archive directory, written by one archiver.
 #[derive(Debug)]
@@ -185,9 +183,20 @@ impl Segments {
 }
 
 impl Backend for Segments {
-    fn push(&mut self, call_id: &Arc<str>, entry: Evicted<AuditEvent>) {
+    fn push(&mut self, entry: Entry) {
         self.line.clear();
-        encode_line(call_id, &entry, &mut self.line);
+        match entry {
+            Entry::Event {
+                call_id,
+                reason,
+                event,
+            } => encode_line(&call_id, reason, &event, &mut self.line),
+            Entry::Closed {
+                call_id,
+                issued,
+                at,
+            } => encode_closed(&call_id, issued, at, &mut self.line),
+        }
         let len = self.synced_len + self.pending.len() as u64;
         let fits = len == 0 || len + self.line.len() as u64 <= self.limit;
         if self.overflow.is_empty() && fits {

@@ -13,10 +13,9 @@ use rusqlite::{params, Connection};
 
 use super::config::ArchiveConfig;
 use super::error::{ArchiveError, IoFailure, IoOp};
-use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Shared};
-use super::worker::{Backend, Core};
-use crate::call::{AuditEvent, AuditEventType};
-use crate::sink::Evicted;
+use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Shared};
+use super::worker::{Backend, Core, Entry};
+use crate::call::AuditEventType;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_events (
@@ -26,9 +25,40 @@ CREATE TABLE IF NOT EXISTS audit_events (
     type     TEXT    NOT NULL,
     agent_id TEXT,
     details  TEXT    NOT NULL,
-    reason   TEXT    NOT NULL CHECK (reason IN ('evicted', 'drained')),
+    reason   TEXT    NOT NULL CHECK (reason IN ('logged', 'evicted', 'drained')),
     PRIMARY KEY (call_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_calls (
+    call_id   TEXT    NOT NULL PRIMARY KEY,
+    issued    INTEGER NOT NULL,
+    closed_at TEXT    NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The `reason` check of tables made before write-through (`logged`).
+const OLD_REASON_CHECK: &str = "CHECK (reason IN ('evicted', 'drained'))";
+
+/// Rebuilds an `audit_events` table made before write-through, whose
+/// `reason` check refuses `logged` rows, keeping every row.
+const MIGRATE: &str = "
+ALTER TABLE audit_events RENAME TO audit_events_v1;
+CREATE TABLE audit_events (
+    call_id  TEXT    NOT NULL,
+    seq      INTEGER NOT NULL,
+    at       TEXT    NOT NULL,
+    type     TEXT    NOT NULL,
+    agent_id TEXT,
+    details  TEXT    NOT NULL,
+    reason   TEXT    NOT NULL CHECK (reason IN ('logged', 'evicted', 'drained')),
+    PRIMARY KEY (call_id, seq)
+) WITHOUT ROWID;
+INSERT INTO audit_events SELECT * FROM audit_events_v1;
+DROP TABLE audit_events_v1;
+";
+
+const INSERT_CLOSED: &str = "
+INSERT INTO audit_calls (call_id, issued, closed_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (call_id) DO NOTHING
 ";
 
 const INSERT: &str = "
@@ -40,7 +70,10 @@ ON CONFLICT (call_id, seq) DO NOTHING
 /// The queryable alternative to the JSON Lines [`Archiver`](super::Archiver):
 /// every event handed to its sinks becomes a row of table `audit_events`
 /// (`call_id`, `seq`, `at` (RFC 3339), `type`, `agent_id`, `details` (JSON),
-/// `reason`), primary key (`call_id`, `seq`).
+/// `reason`), primary key (`call_id`, `seq`); every ended call's closed
+/// record a row of `audit_calls` (`call_id`, `issued`, `closed_at`), so a
+/// call is complete when it has a row there and `issued` rows in
+/// `audit_events`.
 ///
 /// Group commit as for the JSON Lines archive: one transaction per
 /// [`fsync_every`](ArchiveConfig::fsync_every) events or
@@ -63,14 +96,14 @@ ON CONFLICT (call_id, seq) DO NOTHING
 /// let archiver = SqliteArchiver::start(&path, ArchiveConfig::default()).expect("opens");
 /// let call = CallState::builder("call-3")
 ///     .limits(Limits::new(100, 1).expect("valid"))
-///     .audit_sink(archiver.sink("call-3"))
+///     .audit_archive(archiver.sink("call-3"))
 ///     .build();
 /// for _ in 0..3 {
-///     call.log_event(&AuditEventType::DataAccessed, None, &Details::new()).expect("live call");
+///     call.log_event(&AuditEventType::DataAccessed, None, &Details::new()).expect("archived");
 /// }
-/// let _ = call.end();
+/// let _ = call.end(); // the closed record
 /// let stats = archiver.stop().expect("clean stop");
-/// assert_eq!((stats.synced, stats.duplicates), (3, 0));
+/// assert_eq!((stats.synced, stats.duplicates), (4, 0));
 ///
 /// let db = rusqlite::Connection::open(&path).expect("opens");
 /// let rows: i64 = db
@@ -113,6 +146,17 @@ impl SqliteArchiver {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(failure)?;
         conn.execute_batch(SCHEMA).map_err(failure)?;
+        let table_sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(failure)?;
+        if table_sql.contains(OLD_REASON_CHECK) {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE;{MIGRATE}COMMIT;"))
+                .map_err(failure)?;
+        }
         let shared = Arc::new(Shared::new(config.on_fault.clone()));
         let table = Table {
             conn,
@@ -153,6 +197,13 @@ impl SqliteArchiver {
     /// [`ArchiveError::Timeout`], or [`ArchiveError::NotRunning`].
     pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ArchiveError> {
         self.core.flush(Some(timeout))
+    }
+
+    /// Records handed over and the durable watermark (see
+    /// [`Archiver::durability`](super::Archiver::durability)).
+    #[must_use]
+    pub fn durability(&self) -> Durability {
+        self.core.shared().durability()
     }
 
     /// The counters so far.
@@ -211,7 +262,7 @@ struct Table {
     conn: Connection,
     path: PathBuf,
     shared: Arc<Shared>,
-    pending: Vec<(Arc<str>, Evicted<AuditEvent>)>,
+    pending: Vec<Entry>,
     oldest: Option<Instant>,
 }
 
@@ -223,12 +274,32 @@ impl Table {
         let mut duplicates = 0;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
-            for (call_id, entry) in &self.pending {
-                let event = &entry.value;
+            let mut insert_closed = tx.prepare_cached(INSERT_CLOSED)?;
+            for entry in &self.pending {
+                let (call_id, reason, event) = match entry {
+                    Entry::Event {
+                        call_id,
+                        reason,
+                        event,
+                    } => (call_id, reason, event),
+                    Entry::Closed {
+                        call_id,
+                        issued,
+                        at,
+                    } => {
+                        // SQLite integers are i64; counts stay far below 2^63.
+                        let issued = *issued as i64;
+                        if insert_closed.execute(params![&**call_id, issued, at.to_rfc3339()])? == 0
+                        {
+                            duplicates += 1;
+                        }
+                        continue;
+                    }
+                };
                 let details =
                     serde_json::to_string(&event.details).unwrap_or_else(|_| "{}".to_owned());
                 // SQLite integers are i64; seqs stay far below 2^63.
-                let seq = entry.seq as i64;
+                let seq = event.seq as i64;
                 let inserted = insert.execute(params![
                     &**call_id,
                     seq,
@@ -236,7 +307,7 @@ impl Table {
                     type_column(&event.kind),
                     event.agent_id.as_deref(),
                     details,
-                    entry.reason.to_string(),
+                    reason.to_string(),
                 ])?;
                 if inserted == 0 {
                     duplicates += 1;
@@ -249,8 +320,8 @@ impl Table {
 }
 
 impl Backend for Table {
-    fn push(&mut self, call_id: &Arc<str>, entry: Evicted<AuditEvent>) {
-        self.pending.push((Arc::clone(call_id), entry));
+    fn push(&mut self, entry: Entry) {
+        self.pending.push(entry);
         self.oldest.get_or_insert_with(Instant::now);
     }
 

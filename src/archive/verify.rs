@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use super::error::{IoFailure, IoOp};
 use super::fs::lock_dir;
-use super::record::{parse_line, sort_segments, torn_tail_start, ArchiveRecord};
-use super::report::{CallReport, SegmentReport, TornTail, VerifyReport};
-use crate::sink::Reason;
+use super::record::{
+    parse_line, sort_segments, torn_tail_start, ArchiveLine, ArchiveRecord, Origin,
+};
+use super::report::{CallReport, CallStatus, SegmentReport, TornTail, VerifyReport};
 
 /// How [`verify_with`] treats the archive.
 ///
@@ -203,7 +204,46 @@ pub fn verify_with(
 /// ```
 pub fn read_archive(
     dir: impl AsRef<Path>,
-    f: impl FnMut(ArchiveRecord),
+    mut f: impl FnMut(ArchiveRecord),
+) -> Result<VerifyReport, VerifyError> {
+    scan(dir.as_ref(), &VerifyOptions::default(), |line| {
+        if let ArchiveLine::Event(record) = line {
+            f(record);
+        }
+    })
+}
+
+/// [`read_archive`] with every line: events and the calls' closed records.
+///
+/// # Errors
+///
+/// As [`verify`]; `f` has seen the lines before the error.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{read_archive_lines, ArchiveConfig, ArchiveLine, Archiver};
+/// use callring::call::CallState;
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+/// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+/// let _ = call.end(); // writes the closed record
+/// archiver.stop().expect("clean stop");
+/// let mut closed = Vec::new();
+/// read_archive_lines(dir.path(), |line| {
+///     if let ArchiveLine::Closed(c) = line {
+///         closed.push((c.call_id, c.issued));
+///     }
+/// })
+/// .expect("readable");
+/// assert_eq!(closed, [("call-1".to_string(), 0)]);
+/// # }
+/// ```
+pub fn read_archive_lines(
+    dir: impl AsRef<Path>,
+    f: impl FnMut(ArchiveLine),
 ) -> Result<VerifyReport, VerifyError> {
     scan(dir.as_ref(), &VerifyOptions::default(), f)
 }
@@ -212,13 +252,15 @@ pub fn read_archive(
 #[derive(Default)]
 struct Trail {
     seqs: Vec<u64>,
+    closed: Vec<u64>,
+    logged: u64,
     drained: u64,
 }
 
 fn scan(
     dir: &Path,
     options: &VerifyOptions,
-    mut f: impl FnMut(ArchiveRecord),
+    mut f: impl FnMut(ArchiveLine),
 ) -> Result<VerifyReport, VerifyError> {
     match fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -253,6 +295,7 @@ fn scan(
     let mut reports = Vec::with_capacity(segments.len());
     let mut torn_tail = None;
     let mut records = 0;
+    let mut events = 0;
     for (i, (_, path)) in segments.iter().enumerate() {
         let bytes = fs::read(path).map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;
         let is_last = i + 1 == segments.len();
@@ -271,13 +314,22 @@ fn scan(
                     line: n as u64 + 1,
                     reason: e.to_string(),
                 })?;
-                let trail = match trails.get_mut(&record.call_id) {
+                let call_id = record.call_id();
+                let trail = match trails.get_mut(call_id) {
                     Some(trail) => trail,
-                    None => trails.entry(record.call_id.clone()).or_default(),
+                    None => trails.entry(call_id.to_owned()).or_default(),
                 };
-                trail.seqs.push(record.seq);
-                if record.reason == Reason::Drained {
-                    trail.drained += 1;
+                match &record {
+                    ArchiveLine::Event(event) => {
+                        trail.seqs.push(event.seq);
+                        match event.reason {
+                            Origin::Drained => trail.drained += 1,
+                            Origin::Logged => trail.logged += 1,
+                            Origin::Evicted => {}
+                        }
+                        events += 1;
+                    }
+                    ArchiveLine::Closed(closed) => trail.closed.push(closed.issued),
                 }
                 in_segment += 1;
                 f(record);
@@ -303,13 +355,22 @@ fn scan(
     }
     let calls: BTreeMap<String, CallReport> = trails
         .into_iter()
-        .map(|(id, trail)| (id, CallReport::from_seqs(trail.seqs, trail.drained)))
+        .map(|(id, t)| {
+            let report = CallReport::from_seqs(t.seqs, &t.closed, t.logged, t.drained);
+            (id, report)
+        })
         .collect();
+    let count = |status| calls.values().filter(|c| c.status == status).count() as u64;
     Ok(VerifyReport {
         dir: dir.to_path_buf(),
         segments: reports,
         ignored,
         records,
+        events,
+        complete: count(CallStatus::Complete),
+        open: count(CallStatus::Open),
+        incomplete: count(CallStatus::Incomplete),
+        duplicated: count(CallStatus::Duplicated),
         calls,
         torn_tail,
     })

@@ -3,6 +3,8 @@
 //! by the group-commit policy, retry failures with backoff, and on stop take
 //! every event already accepted before exiting.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -12,17 +14,34 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use super::config::ArchiveConfig;
 use super::error::{ArchiveError, IoFailure};
 use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Msg, Shared};
-use crate::call::AuditEvent;
-use crate::sink::Evicted;
+use super::record::Origin;
+use crate::call::{AuditEvent, Timestamp};
 
-/// Where a worker puts events: a segmented JSON Lines directory or SQLite.
+/// One record for a backend.
+pub(crate) enum Entry {
+    /// An audit event.
+    Event {
+        call_id: Arc<str>,
+        reason: Origin,
+        event: AuditEvent,
+    },
+    /// A call's end-of-call record.
+    Closed {
+        call_id: Arc<str>,
+        issued: u64,
+        at: Timestamp,
+    },
+}
+
+/// Where a worker puts records: a segmented JSON Lines directory or SQLite.
 ///
 /// `write` and `sync` are retried after an error until they succeed, so each
 /// must leave the backend able to redo the whole operation: nothing
-/// buffered may be dropped, and nothing written twice.
+/// buffered may be dropped, and nothing written twice. A successful `sync`
+/// makes every record pushed before it durable.
 pub(crate) trait Backend: Send + 'static {
-    /// Buffers one event (no I/O).
-    fn push(&mut self, call_id: &Arc<str>, entry: Evicted<AuditEvent>);
+    /// Buffers one record (no I/O).
+    fn push(&mut self, entry: Entry);
     /// Hands buffered events to the operating system.
     fn write(&mut self) -> Result<(), IoFailure>;
     /// Makes every buffered event durable.
@@ -58,6 +77,42 @@ struct Worker<B> {
     shared: Arc<Shared>,
     policy: Policy,
     stop_deadline: Option<Instant>,
+    /// Tickets of the records pushed since the last successful sync.
+    unsynced_tickets: Vec<u64>,
+    /// Synced tickets above the watermark (their senders overtook an
+    /// earlier ticket's sender on the channel).
+    synced_ahead: BinaryHeap<Reverse<u64>>,
+    /// Every ticket below this is durable.
+    watermark: u64,
+}
+
+/// Rebuilds a written-through event from the ring's encoding. Cannot fail
+/// for bytes `CallState` encoded; if it ever did, the seq is kept and the
+/// details say what went wrong, so the trail shows the event, not a gap.
+fn decode_logged(bytes: &[u8]) -> AuditEvent {
+    use crate::call::AuditEventType;
+    match crate::call::decode_event(bytes) {
+        Ok(event) => event,
+        Err(e) => {
+            let word = |at: usize| {
+                let mut le = [0u8; 8];
+                if let Some(b) = bytes.get(at..at + 8) {
+                    le.copy_from_slice(b);
+                }
+                le
+            };
+            let seq = u64::from_le_bytes(word(0));
+            let mut details = crate::call::Details::new();
+            details.insert("callring_decode_error".into(), e.to_string().into());
+            AuditEvent {
+                seq,
+                at: Timestamp::from_unix_nanos(i64::from_le_bytes(word(8))),
+                kind: AuditEventType::Other("undecodable".into()),
+                agent_id: None,
+                details,
+            }
+        }
+    }
 }
 
 impl<B: Backend> Worker<B> {
@@ -106,13 +161,33 @@ impl<B: Backend> Worker<B> {
             stopping |= self.shared.is_closed();
             self.retry(B::write)?;
             if self.sync_is_due() {
-                self.retry(B::sync)?;
+                self.sync()?;
             }
         }
         // Stopping: `closed` is set, so new hand-offs are refused; take every
         // event whose hand-off was accepted, then make it all durable.
         self.drain(|worker, msg| worker.handle(msg).map(drop))?;
-        self.retry(B::sync)
+        self.sync()
+    }
+
+    /// Makes every pushed record durable, then moves the watermark over the
+    /// contiguous run of synced tickets and wakes its waiters.
+    fn sync(&mut self) -> Result<(), GiveUp> {
+        self.retry(B::sync)?;
+        if self.unsynced_tickets.is_empty() {
+            return Ok(());
+        }
+        self.synced_ahead
+            .extend(self.unsynced_tickets.drain(..).map(Reverse));
+        let before = self.watermark;
+        while self.synced_ahead.peek() == Some(&Reverse(self.watermark)) {
+            self.synced_ahead.pop();
+            self.watermark += 1;
+        }
+        if self.watermark > before {
+            self.shared.durable.advance(self.watermark);
+        }
+        Ok(())
     }
 
     /// Feeds every message still coming to `f`: until no hand-off is under
@@ -142,7 +217,7 @@ impl<B: Backend> Worker<B> {
     fn abandon(&mut self) -> u64 {
         let mut lost = self.backend.unsynced();
         let _ = self.drain(|_, msg| {
-            if let Msg::Event { .. } = msg {
+            if let Msg::Event { .. } | Msg::Logged { .. } | Msg::Closed { .. } = msg {
                 lost += 1;
             }
             // A `Flush`'s answer channel is dropped: the caller sees
@@ -155,12 +230,51 @@ impl<B: Backend> Worker<B> {
     /// Handles one message; `true` for `Stop`.
     fn handle(&mut self, msg: Msg) -> Result<bool, GiveUp> {
         match msg {
-            Msg::Event { call_id, entry } => {
+            Msg::Event {
+                call_id,
+                entry,
+                ticket,
+            } => {
                 add(&self.shared.counters.received, 1);
-                self.backend.push(&call_id, entry);
+                self.backend.push(Entry::Event {
+                    call_id,
+                    reason: entry.reason.into(),
+                    event: entry.value,
+                });
+                self.unsynced_tickets.push(ticket);
                 Ok(false)
             }
-            Msg::Flush(ack) => match self.retry(B::sync) {
+            Msg::Logged {
+                call_id,
+                bytes,
+                ticket,
+            } => {
+                add(&self.shared.counters.received, 1);
+                add(&self.shared.counters.logged, 1);
+                self.backend.push(Entry::Event {
+                    call_id,
+                    reason: Origin::Logged,
+                    event: decode_logged(&bytes),
+                });
+                self.unsynced_tickets.push(ticket);
+                Ok(false)
+            }
+            Msg::Closed {
+                call_id,
+                issued,
+                at,
+                ticket,
+            } => {
+                add(&self.shared.counters.closed_records, 1);
+                self.backend.push(Entry::Closed {
+                    call_id,
+                    issued,
+                    at,
+                });
+                self.unsynced_tickets.push(ticket);
+                Ok(false)
+            }
+            Msg::Flush(ack) => match self.sync() {
                 Ok(()) => {
                     let _ = ack.send(Ok(()));
                     Ok(false)
@@ -258,6 +372,9 @@ impl Core {
                 stop_timeout: config.stop_timeout,
             },
             stop_deadline: None,
+            unsynced_tickets: Vec::new(),
+            synced_ahead: BinaryHeap::new(),
+            watermark: 0,
         };
         let thread = thread::Builder::new()
             .name(name.to_owned())

@@ -165,6 +165,10 @@ impl EncodedEvent {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
 }
 
 /// How audit events are stored: seq and unix nanoseconds (8 bytes each), then

@@ -64,6 +64,11 @@ impl Gate {
         first.then(|| self.next.load(Ordering::Relaxed))
     }
 
+    /// Whether `shut` has been called.
+    pub(crate) fn is_shut(&self) -> bool {
+        self.door.is_shut()
+    }
+
     /// Seqs handed out so far.
     pub(crate) fn issued(&self) -> u64 {
         // Relaxed: a statistic.

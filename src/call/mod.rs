@@ -19,6 +19,13 @@ mod summary;
 mod time;
 
 pub use audit::{AuditEvent, AuditEventType, Details};
+
+/// Decodes an event from the audit ring's encoding (the archive's
+/// write-through path sends events in it).
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<AuditEvent, crate::DecodeError> {
+    use crate::Record;
+    audit::AuditRecord::decode(bytes)
+}
 pub use limits::{Limits, LimitsError, ENV_MAX_AUDIT_LOG, ENV_MAX_NOTES, MAX_LIMIT};
 pub use note::Note;
 pub use state::{CallError, CallState, CallStateBuilder, EndOutcome};

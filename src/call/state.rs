@@ -1,7 +1,10 @@
 //! `CallState`: one call's notes and audit trail, shared by its agent threads.
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
+
+use crossbeam_queue::SegQueue;
 
 use super::audit::{AuditEvent, AuditEventType, AuditRecord, Details, EncodedEvent};
 use super::gate::Gate;
@@ -9,9 +12,11 @@ use super::limits::Limits;
 use super::note::{EncodedNote, Note, NoteRecord, NOTE_HEADER};
 use super::summary::{CallMetrics, CallSummary, Counts, RingStats};
 use super::time::{Clock, PrefixCache, SystemClock, TimeZoneChoice, Timestamp, PREFIX_LEN};
+use crate::archive::{ArchiveError, ArchiveSink, Receipt};
 use crate::record::EncodeError;
 use crate::ring::Ring;
 use crate::sink::Sink;
+use crate::sync::{Counter, Latch, Ordering};
 use crate::PushError;
 
 /// Slot size of both rings: 112 payload bytes, so a note of up to 104 bytes
@@ -53,6 +58,30 @@ pub enum CallError {
     },
     /// The event's details could not be encoded.
     Encode(EncodeError),
+    /// The event was logged (it has `seq` and is in the call's ring) but
+    /// the call's archive refused it: the archiver is stopping or stopped.
+    /// The call keeps it for
+    /// [`take_refused_audit`](CallState::take_refused_audit).
+    NotArchived {
+        /// The call.
+        call_id: String,
+        /// The event's seq.
+        seq: u64,
+    },
+    /// The event was archived but did not become durable: the archiver
+    /// gave up or stopped first (see the error).
+    NotDurable {
+        /// The event's seq.
+        seq: u64,
+        /// Why.
+        error: ArchiveError,
+    },
+    /// A durable receipt was asked for, but the call has no archive
+    /// ([`CallStateBuilder::audit_archive`]). Nothing was logged.
+    NoArchive {
+        /// The call.
+        call_id: String,
+    },
 }
 
 impl fmt::Display for CallError {
@@ -66,6 +95,18 @@ impl fmt::Display for CallError {
                 )
             }
             Self::Encode(e) => e.fmt(f),
+            Self::NotArchived { call_id, seq } => write!(
+                f,
+                "audit event {seq} of call {call_id} was logged in memory but the archive \
+                 refused it (stopping or stopped); take it back with take_refused_audit"
+            ),
+            Self::NotDurable { seq, error } => {
+                write!(f, "audit event {seq} did not become durable: {error}")
+            }
+            Self::NoArchive { call_id } => write!(
+                f,
+                "call {call_id} has no audit archive to wait on (see audit_archive)"
+            ),
         }
     }
 }
@@ -74,6 +115,7 @@ impl std::error::Error for CallError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Encode(e) => Some(e),
+            Self::NotDurable { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -89,22 +131,42 @@ impl std::error::Error for CallError {
 ///
 /// let call = CallState::new("call-3", Default::default());
 /// call.append_note("bye").expect("live call");
-/// // No sinks attached: nothing to drain, the notes stay readable.
-/// assert_eq!(call.end(), EndOutcome::Ended { notes_drained: 0, audit_drained: 0 });
+/// // No sink or archive attached: nothing to drain, the notes stay readable.
+/// assert_eq!(
+///     call.end(),
+///     EndOutcome::Ended {
+///         notes_drained: 0,
+///         audit_drained: 0,
+///         audit_refused: 0,
+///         closed_record: false,
+///     }
+/// );
+/// assert_eq!(call.end(), EndOutcome::AlreadyEnded);
 /// assert_eq!(call.all_notes().len(), 25);
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "an ended call's drain counts say whether its sinks got everything"]
+#[must_use = "an ended call's counts say whether its archive got everything"]
 pub enum EndOutcome {
-    /// This call ended the call and drained both rings to their sinks.
+    /// This call ended the call: both rings are closed, an eviction sink got
+    /// what was left in its ring, and the archive got the closed record.
     Ended {
-        /// Notes handed to the notes sink (0 without one).
+        /// Notes the notes sink accepted at the end (0 without one).
         notes_drained: u64,
-        /// Audit events handed to the audit sink (0 without one).
+        /// Audit events the eviction sink accepted at the end (0 without
+        /// one, and with an archive, which already has every event).
         audit_drained: u64,
+        /// Audit events refused over the call's life (archive stopped, or
+        /// eviction sink gone), kept for
+        /// [`CallState::take_refused_audit`] until taken. Never counted as
+        /// drained.
+        audit_refused: u64,
+        /// Whether the archive took the call's closed record (false without
+        /// an archive, or when it refused it).
+        closed_record: bool,
     },
-    /// The call had already been ended.
+    /// Another call of `end` ended the call; it had finished when this one
+    /// returned.
     AlreadyEnded,
 }
 
@@ -113,40 +175,54 @@ pub enum EndOutcome {
 /// Share it between the call's agent threads in an `Arc`; every method takes
 /// `&self`. Appending never takes a lock; reading (all notes, a summary)
 /// never blocks an append. When a ring is full the oldest entry is
-/// overwritten; with a sink attached it is handed to the sink first, exactly
-/// once. [`end`](CallState::end) closes both rings and drains what is left
-/// to the sinks, so an ended call's audit sink holds the whole trail, seqs
-/// `0..n`, each once.
+/// overwritten.
+///
+/// The audit trail reaches its archive in one of two modes, chosen on the
+/// builder:
+///
+/// - **write-through** ([`audit_archive`](CallStateBuilder::audit_archive),
+///   the one to use for compliance): every event is handed to the archive as
+///   part of [`log_event`](CallState::log_event), after it has its seq and is
+///   in the ring, and is on disk within the archive's group-commit window;
+///   [`end`](CallState::end) writes a closed record carrying the number of
+///   seqs issued. The ring is the in-memory window that
+///   [`audit_events`](CallState::audit_events) and
+///   [`summarize`](CallState::summarize) read; nothing is handed over again
+///   when it is evicted.
+/// - **on eviction** ([`audit_sink`](CallStateBuilder::audit_sink), any
+///   [`Sink`]): an event is handed over when a newer one overwrites it, and
+///   at `end` what is left is drained. Until then it lives only in memory.
 ///
 /// # Examples
 ///
 /// ```
 /// # #[cfg(not(loom))] {
 /// use std::sync::Arc;
+/// use callring::archive::{verify, ArchiveConfig, Archiver};
 /// use callring::call::{AuditEventType, CallState, Details, Limits};
 ///
-/// let (tx, archive) = crossbeam_channel::unbounded();
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
 /// let call = Arc::new(
 ///     CallState::builder("call-42")
 ///         .limits(Limits::new(1000, 2).expect("valid"))
-///         .audit_sink(tx)
+///         .audit_archive(archiver.sink("call-42"))
 ///         .build(),
 /// );
 /// std::thread::scope(|s| {
 ///     s.spawn(|| call.append_note("caller asked about the invoice"));
 ///     s.spawn(|| {
 ///         for kind in [AuditEventType::CallStarted, AuditEventType::IdentityVerified] {
-///             call.log_event(&kind, Some("speech"), &Details::new()).expect("live call");
+///             call.log_event(&kind, Some("speech"), &Details::new()).expect("archived");
 ///         }
 ///     });
 /// });
-/// call.log_event(&AuditEventType::CallEnded, None, &Details::new()).expect("live call");
-/// let summary = call.summarize();
-/// assert_eq!(summary.audit.retained, 2);
-/// let _ = call.end();
-/// // The archive got the evicted event, then the two drained ones.
-/// let seqs: Vec<u64> = archive.try_iter().map(|e| e.value.seq).collect();
-/// assert_eq!(seqs.len(), 3);
+/// call.log_event(&AuditEventType::CallEnded, None, &Details::new()).expect("archived");
+/// assert_eq!(call.summarize().audit.retained, 2); // the ring keeps the newest 2
+/// let _ = call.end(); // the closed record: 3 seqs issued
+/// archiver.stop().expect("clean stop");
+/// let report = verify(dir.path()).expect("readable");
+/// assert!(report.calls["call-42"].is_complete()); // all 3 events, on disk
 /// # }
 /// ```
 pub struct CallState {
@@ -159,6 +235,14 @@ pub struct CallState {
     notes: Ring<NoteRecord>,
     audit: Ring<AuditRecord>,
     gate: Gate,
+    /// Write-through archive, if any.
+    archive: Option<ArchiveSink>,
+    /// Events the archive refused, kept until taken.
+    refused_audit: SegQueue<AuditEvent>,
+    audit_written: Counter,
+    audit_refused: Counter,
+    /// Opened when the `end` that shut the gate has finished.
+    ended: Latch,
 }
 
 impl fmt::Debug for CallState {
@@ -196,6 +280,7 @@ impl fmt::Debug for CallState {
 pub struct CallStateBuilder {
     call_id: String,
     limits: Limits,
+    audit_archive: Option<ArchiveSink>,
     audit_sink: Option<Box<dyn Sink<AuditEvent>>>,
     notes_sink: Option<Box<dyn Sink<Note>>>,
     clock: Box<dyn Clock>,
@@ -207,6 +292,7 @@ impl fmt::Debug for CallStateBuilder {
         f.debug_struct("CallStateBuilder")
             .field("call_id", &self.call_id)
             .field("limits", &self.limits)
+            .field("audit_archive", &self.audit_archive)
             .field("audit_sink", &self.audit_sink.is_some())
             .field("notes_sink", &self.notes_sink.is_some())
             .field("zone", &self.zone)
@@ -221,10 +307,41 @@ impl CallStateBuilder {
         self
     }
 
-    /// Where evicted and, at [`end`](CallState::end), remaining audit events
-    /// go: the archive. Without one, evicted events are dropped (counted).
+    /// Writes every audit event through to an archive as it is logged
+    /// (write-through mode), and the call's closed record at
+    /// [`end`](CallState::end). `sink` comes from
+    /// [`Archiver::sink`](crate::archive::Archiver::sink) (or the SQLite
+    /// archiver's). Replaces an [`audit_sink`](CallStateBuilder::audit_sink):
+    /// a call has one audit mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{AuditEventType, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+    /// call.log_event(&AuditEventType::CallStarted, None, &Details::new()).expect("archived");
+    /// assert_eq!(call.metrics().audit_written, 1);
+    /// # }
+    /// ```
+    pub fn audit_archive(mut self, sink: ArchiveSink) -> Self {
+        self.audit_archive = Some(sink);
+        self.audit_sink = None;
+        self
+    }
+
+    /// Hands each audit event to `sink` when a newer one evicts it from the
+    /// ring, and at [`end`](CallState::end) the ones still there (eviction
+    /// mode). Until then an event lives only in memory, so for an archive of
+    /// record use [`audit_archive`](CallStateBuilder::audit_archive), which
+    /// this replaces. Without either, evicted events are dropped (counted).
     pub fn audit_sink(mut self, sink: impl Sink<AuditEvent> + 'static) -> Self {
         self.audit_sink = Some(Box::new(sink));
+        self.audit_archive = None;
         self
     }
 
@@ -273,6 +390,11 @@ impl CallStateBuilder {
             notes: notes.build().expect("validated limits build a ring"),
             audit: audit.build().expect("validated limits build a ring"),
             gate: Gate::new(),
+            archive: self.audit_archive,
+            refused_audit: SegQueue::new(),
+            audit_written: Counter::new(0),
+            audit_refused: Counter::new(0),
+            ended: Latch::new(),
         }
     }
 }
@@ -289,6 +411,7 @@ impl CallState {
         CallStateBuilder {
             call_id: call_id.into(),
             limits: Limits::default(),
+            audit_archive: None,
             audit_sink: None,
             notes_sink: None,
             clock: Box::new(SystemClock),
@@ -308,10 +431,18 @@ impl CallState {
         self.limits
     }
 
-    /// Whether [`end`](CallState::end) has been called.
+    /// Whether [`end`](CallState::end) has been called (it may still be
+    /// finishing).
     #[must_use]
     pub fn is_ended(&self) -> bool {
-        self.notes.is_closed()
+        self.gate.is_shut()
+    }
+
+    /// Whether audit events are written through to an archive
+    /// ([`CallStateBuilder::audit_archive`]).
+    #[must_use]
+    pub fn writes_through(&self) -> bool {
+        self.archive.is_some()
     }
 
     /// Appends a note stamped with the clock's time and returns its seq
@@ -346,24 +477,130 @@ impl CallState {
     /// Logs an audit event stamped with the clock's time and returns its
     /// seq: 0 for the call's first event, then 1, 2, ... with no gaps.
     ///
+    /// With an archive ([`CallStateBuilder::audit_archive`]) the event is
+    /// handed to it before this returns, so it is on disk within the
+    /// archive's group-commit window (by default 20 ms or 1024 records); to
+    /// wait for that, use [`log_event_receipt`](CallState::log_event_receipt)
+    /// or [`log_event_durable`](CallState::log_event_durable). A full archive
+    /// channel makes this wait (back-pressure), never drops the event.
+    ///
     /// # Errors
     ///
     /// [`CallError::Ended`] after [`end`](CallState::end) (no seq is used);
     /// [`CallError::TooLarge`] if the encoded event is longer than the ring;
-    /// [`CallError::Encode`] if `details` cannot be encoded.
+    /// [`CallError::Encode`] if `details` cannot be encoded;
+    /// [`CallError::NotArchived`] if the archive refused the event (it is
+    /// stopping or stopped): the event has its seq and is kept for
+    /// [`take_refused_audit`](CallState::take_refused_audit).
     ///
     /// # Panics
     ///
-    /// Only if the audit sink panics while taking an evicted event; the event
-    /// is stored first (see [`Ring::push`]).
+    /// Only if an eviction sink panics while taking an evicted event; the
+    /// event is stored first (see [`Ring::push`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::call::{AuditEventType, CallError, CallState, Details};
+    ///
+    /// let call = CallState::new("call-1", Default::default());
+    /// let mut details = Details::new();
+    /// details.insert("amount".into(), 120.5.into());
+    /// assert_eq!(call.log_event(&AuditEventType::PaymentArranged, Some("tools"), &details), Ok(0));
+    /// let _ = call.end();
+    /// let late = call.log_event(&AuditEventType::CallEnded, None, &details);
+    /// assert!(matches!(late, Err(CallError::Ended { .. })));
+    /// # }
+    /// ```
     pub fn log_event(
         &self,
         kind: &AuditEventType,
         agent_id: Option<&str>,
         details: &Details,
     ) -> Result<u64, CallError> {
-        let mut encoded = EncodedEvent::new(self.clock.now(), kind, agent_id, details)
-            .map_err(CallError::Encode)?;
+        self.log(kind, agent_id, details).map(|(seq, _)| seq)
+    }
+
+    /// [`log_event`](CallState::log_event) for a call with an archive,
+    /// returning the seq and a [`Receipt`] to wait on until the event is
+    /// durable (for events such as consent that must not be acknowledged
+    /// before they are on disk). Waiting costs at most one group-commit
+    /// window (see [`Receipt`]); logging costs what `log_event` does.
+    ///
+    /// # Errors
+    ///
+    /// As [`log_event`](CallState::log_event); [`CallError::NoArchive`]
+    /// (before anything is logged) for a call without an archive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{AuditEventType, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+    /// let (seq, receipt) = call
+    ///     .log_event_receipt(&AuditEventType::ConsentGiven, Some("speech"), &Details::new())
+    ///     .expect("archived");
+    /// receipt.wait().expect("durable");
+    /// assert_eq!(seq, 0);
+    /// # }
+    /// ```
+    pub fn log_event_receipt(
+        &self,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+    ) -> Result<(u64, Receipt), CallError> {
+        if self.archive.is_none() {
+            return Err(CallError::NoArchive {
+                call_id: self.call_id.clone(),
+            });
+        }
+        match self.log(kind, agent_id, details)? {
+            (seq, Some(receipt)) => Ok((seq, receipt)),
+            // `log` returns a receipt whenever the call has an archive.
+            (seq, None) => Err(CallError::NotArchived {
+                call_id: self.call_id.clone(),
+                seq,
+            }),
+        }
+    }
+
+    /// [`log_event_receipt`](CallState::log_event_receipt), then waits until
+    /// the event is durable. Returns its seq.
+    ///
+    /// # Errors
+    ///
+    /// As [`log_event_receipt`](CallState::log_event_receipt);
+    /// [`CallError::NotDurable`] if the archiver stopped or gave up before
+    /// the event was on disk.
+    pub fn log_event_durable(
+        &self,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+    ) -> Result<u64, CallError> {
+        let (seq, receipt) = self.log_event_receipt(kind, agent_id, details)?;
+        receipt
+            .wait()
+            .map(|()| seq)
+            .map_err(|error| CallError::NotDurable { seq, error })
+    }
+
+    fn log(
+        &self,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+    ) -> Result<(u64, Option<Receipt>), CallError> {
+        let at = self.clock.now();
+        let mut encoded =
+            EncodedEvent::new(at, kind, agent_id, details).map_err(CallError::Encode)?;
         let max = self.audit.max_entry_bytes();
         if encoded.len() > max {
             return Err(CallError::TooLarge {
@@ -371,15 +608,74 @@ impl CallState {
                 max,
             });
         }
-        // Everything that can fail has been checked: take the seq.
+        // Everything that can fail has been checked: take the seq. The pass
+        // is held until the event is in the ring and handed to the archive,
+        // so `end` (which waits for every pass) writes the closed record
+        // after every event of the call.
         let pass = self.gate.enter().ok_or_else(|| self.ended())?;
-        encoded.set_seq(pass.seq());
-        match self.audit.push(encoded.bytes()) {
-            Ok(_) => Ok(pass.seq()),
+        let seq = pass.seq();
+        encoded.set_seq(seq);
+        if let Err(e) = self.audit.push(encoded.bytes()) {
             // Unreachable: the gate keeps the ring open while `pass` lives and
             // the length was checked. Reported, not panicked, if it ever were.
-            Err(e) => Err(self.push_error(e, 0)),
+            return Err(self.push_error(e, 0));
         }
+        let Some(archive) = &self.archive else {
+            return Ok((seq, None));
+        };
+        match archive.submit_logged(encoded.into_bytes()) {
+            Ok(receipt) => {
+                // Relaxed: a statistic.
+                self.audit_written.fetch_add(1, Ordering::Relaxed);
+                Ok((seq, Some(receipt)))
+            }
+            Err(_) => {
+                self.refused_audit.push(AuditEvent {
+                    seq,
+                    at,
+                    kind: kind.clone(),
+                    agent_id: agent_id.map(str::to_owned),
+                    details: details.clone(),
+                });
+                // Relaxed: a statistic.
+                self.audit_refused.fetch_add(1, Ordering::Relaxed);
+                Err(CallError::NotArchived {
+                    call_id: self.call_id.clone(),
+                    seq,
+                })
+            }
+        }
+    }
+
+    /// Takes the audit events the archive (or the eviction sink) refused,
+    /// in seq order: with the archive stopped before the call ended, every
+    /// event logged since. They are kept until taken, never dropped; each is
+    /// returned once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{AuditEventType, CallError, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+    /// archiver.stop().expect("clean stop"); // the wrong order: stop before end
+    /// let err = call.log_event(&AuditEventType::CallEnded, None, &Details::new()).unwrap_err();
+    /// assert!(matches!(err, CallError::NotArchived { seq: 0, .. }));
+    /// let refused = call.take_refused_audit();
+    /// assert_eq!(refused.len(), 1);
+    /// assert!(call.take_refused_audit().is_empty());
+    /// # }
+    /// ```
+    #[must_use = "refused audit events must be persisted somewhere"]
+    pub fn take_refused_audit(&self) -> Vec<AuditEvent> {
+        let mut events: Vec<AuditEvent> = std::iter::from_fn(|| self.refused_audit.pop()).collect();
+        events.extend(self.audit.take_refused().into_iter().map(|e| e.value));
+        events.sort_by_key(|e| e.seq);
+        events
     }
 
     /// All notes as one string, oldest first, each rendered as
@@ -507,6 +803,10 @@ impl CallState {
             notes: RingStats::from_metrics(&self.notes.metrics()),
             audit: RingStats::from_metrics(&self.audit.metrics()),
             audit_seqs_issued: self.gate.issued(),
+            // Relaxed: statistics.
+            audit_written: self.audit_written.load(Ordering::Relaxed),
+            audit_refused: self.audit_refused.load(Ordering::Relaxed)
+                + self.audit.metrics().refused,
         }
     }
 
@@ -541,15 +841,29 @@ impl CallState {
         }
     }
 
-    /// Ends the call: later appends and events are refused, then both rings
-    /// are closed and everything still in them is handed to their sinks (with
-    /// [`Reason::Drained`](crate::Reason::Drained)). Waits for appends already
-    /// under way. Only the first call does anything.
+    /// Ends the call: later events (and, once the notes ring is closed,
+    /// notes) are refused; waits for events already being logged; closes
+    /// both rings; an eviction sink gets what is left in its ring (with
+    /// [`Reason::Drained`](crate::Reason::Drained)); the archive gets the
+    /// closed record, which carries the number of seqs issued.
+    ///
+    /// Whoever calls it, it returns only once the trail has been handed
+    /// over: a second `end` racing the first waits for the first to finish,
+    /// then returns [`EndOutcome::AlreadyEnded`]. So a handler that ends a
+    /// call and then flushes the archive always flushes the whole trail.
+    ///
+    /// Shutdown order: end the calls, then stop the archiver. The wrong
+    /// order loses nothing silently: events logged after the archiver
+    /// stopped return [`CallError::NotArchived`] and are kept for
+    /// [`take_refused_audit`](CallState::take_refused_audit), `end` reports
+    /// them in [`EndOutcome::Ended::audit_refused`] and the closed record as
+    /// not written.
     ///
     /// # Panics
     ///
-    /// Only if a sink panics during the drain, after the drain has finished
-    /// (see [`Ring::close`]).
+    /// Only if a sink panics during the drain. Both rings are still closed,
+    /// drained and the closed record written first; then the first panic
+    /// is resumed (see [`Ring::close`]).
     ///
     /// # Examples
     ///
@@ -557,30 +871,66 @@ impl CallState {
     /// # #[cfg(not(loom))] {
     /// use callring::call::{AuditEventType, CallState, Details, EndOutcome};
     ///
-    /// let (archive, trail) = crossbeam_channel::unbounded();
-    /// let call = CallState::builder("c").audit_sink(archive).build();
+    /// let (sink, trail) = crossbeam_channel::unbounded();
+    /// let call = CallState::builder("c").audit_sink(sink).build();
     /// call.log_event(&AuditEventType::CallEnded, None, &Details::new()).expect("live call");
-    /// assert_eq!(call.end(), EndOutcome::Ended { notes_drained: 0, audit_drained: 1 });
+    /// assert_eq!(
+    ///     call.end(),
+    ///     EndOutcome::Ended {
+    ///         notes_drained: 0,
+    ///         audit_drained: 1,
+    ///         audit_refused: 0,
+    ///         closed_record: false, // eviction mode writes no closed record
+    ///     }
+    /// );
     /// assert_eq!(call.end(), EndOutcome::AlreadyEnded);
     /// assert_eq!(trail.len(), 1);
     /// # }
     /// ```
     pub fn end(&self) -> EndOutcome {
         // Shut the gate first: once it returns, every audit seq handed out is
-        // in the ring, so closing the ring refuses no event that has a seq.
-        if self.gate.shut().is_none() {
+        // in the ring and handed to the archive, so closing the ring refuses
+        // no event that has a seq, and the closed record comes after them.
+        let Some(issued) = self.gate.shut() else {
+            // Another `end` shut it: wait until it has handed everything over.
+            self.ended.wait();
             return EndOutcome::AlreadyEnded;
-        }
-        let _ = self.ended_at.set(self.clock.now());
+        };
+        let at = self.clock.now();
+        let _ = self.ended_at.set(at);
         let drained = |outcome| match outcome {
             crate::CloseOutcome::Closed { drained } => drained,
             crate::CloseOutcome::AlreadyClosed => 0,
         };
-        let notes_drained = drained(self.notes.close());
-        let audit_drained = drained(self.audit.close());
+        // A panicking sink must not keep the audit ring open or its closed
+        // record unwritten: catch, finish both, then resume.
+        let notes = panic::catch_unwind(AssertUnwindSafe(|| drained(self.notes.close())));
+        let refused_before = self.audit.metrics().refused;
+        let audit = panic::catch_unwind(AssertUnwindSafe(|| drained(self.audit.close())));
+        // Entries the sink refused during the drain are kept by the ring,
+        // not drained: take them out of the ring's count.
+        let refused_in_drain = self.audit.metrics().refused - refused_before;
+        let closed_record = match &self.archive {
+            Some(archive) => archive.submit_closed(issued, at).is_ok(),
+            None => false,
+        };
+        self.ended.open();
+        let (notes_drained, notes_panic) = match notes {
+            Ok(n) => (n, None),
+            Err(payload) => (0, Some(payload)),
+        };
+        let (audit_drained, audit_panic) = match audit {
+            Ok(n) => (n.saturating_sub(refused_in_drain), None),
+            Err(payload) => (0, Some(payload)),
+        };
+        if let Some(payload) = notes_panic.or(audit_panic) {
+            panic::resume_unwind(payload);
+        }
         EndOutcome::Ended {
             notes_drained,
             audit_drained,
+            audit_refused: self.metrics().audit_refused,
+            closed_record,
         }
     }
 

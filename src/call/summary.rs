@@ -104,6 +104,16 @@ pub struct CallMetrics {
     pub audit: RingStats,
     /// Audit seqs handed out: the next event's seq.
     pub audit_seqs_issued: u64,
+    /// Audit events written through to the call's archive as they were
+    /// logged (0 without [`audit_archive`](super::CallStateBuilder::audit_archive)).
+    #[serde(default)]
+    pub audit_written: u64,
+    /// Audit events the archive or the eviction sink refused (stopped or
+    /// stopping): held by the call until
+    /// [`take_refused_audit`](super::CallState::take_refused_audit), never
+    /// dropped.
+    #[serde(default)]
+    pub audit_refused: u64,
 }
 
 /// A snapshot of a call, for supervisors and end-of-call code.
