@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc as StdArc, Mutex};
 
 use callring::call::{
-    AuditEvent, AuditEventType, CallError, CallState, Details, Limits, Timestamp,
+    AuditEvent, AuditEventType, CallError, CallState, Details, EndOutcome, Limits, Timestamp,
 };
 use callring::Evicted;
 use common::model;
@@ -53,5 +53,51 @@ fn end_racing_two_agents_leaves_no_gap() {
         assert_eq!(archived, accepted, "archive = accepted events, once each");
         let n = accepted.len() as u64;
         assert_eq!(accepted, (0..n).collect::<Vec<_>>(), "no gap");
+    });
+}
+
+/// Two `end`s racing an agent: whichever `end` loses waits for the winner,
+/// so when it returns `AlreadyEnded` the sink already holds every event
+/// that got a seq (the latch's mutex orders the winner's drain before the
+/// loser's return).
+#[test]
+fn a_second_end_returns_after_the_trail_is_handed_over() {
+    model(|| {
+        let log: StdArc<Mutex<Vec<u64>>> = StdArc::default();
+        let sink_log = StdArc::clone(&log);
+        let call = Arc::new(
+            CallState::builder("loom")
+                .limits(Limits::new(1, 2).expect("valid"))
+                .clock(|| Timestamp::from_unix_nanos(0))
+                .audit_sink(move |e: Evicted<AuditEvent>| {
+                    sink_log.lock().unwrap().push(e.value.seq)
+                })
+                .build(),
+        );
+        let agent = {
+            let call = call.clone();
+            thread::spawn(move || {
+                call.log_event(&AuditEventType::ToolInvoked, None, &Details::new())
+                    .is_ok()
+            })
+        };
+        let ender = {
+            let (call, log) = (call.clone(), StdArc::clone(&log));
+            thread::spawn(move || {
+                let outcome = call.end();
+                (outcome, log.lock().unwrap().len())
+            })
+        };
+        let outcome = call.end();
+        let here = log.lock().unwrap().len();
+        let (other, there) = ender.join().unwrap();
+        let logged = u64::from(agent.join().unwrap());
+        let ended = [outcome, other]
+            .iter()
+            .filter(|o| **o != EndOutcome::AlreadyEnded)
+            .count();
+        assert_eq!(ended, 1, "exactly one end ends the call");
+        // Both ends return only once the trail is in the sink.
+        assert_eq!((here as u64, there as u64), (logged, logged));
     });
 }
