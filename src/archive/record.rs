@@ -2,11 +2,10 @@
 //! crash's torn tail starts.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::call::{AuditEvent, AuditEventType, Details, Timestamp};
-use std::fmt;
-
+use crate::call::{AuditEvent, AuditEventType, Details, EventParts, Timestamp};
 use crate::sink::{Evicted, Reason};
 
 /// The schema version this crate writes into every record, as `"v"`.
@@ -326,6 +325,36 @@ pub(crate) fn encode_line(call_id: &str, reason: Origin, event: &AuditEvent, out
     out.push(b'\n');
 }
 
+/// Appends a written-through event, given as the ring's encoding split into
+/// its parts, as one JSON line to `out`: byte for byte what [`encode_line`]
+/// writes for the decoded event, without parsing the details JSON back into
+/// a map and writing it out again (the archiver's thread does this for
+/// every event, so its cost bounds the archive's throughput).
+pub(crate) fn encode_logged(call_id: &str, parts: &EventParts<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"v\":");
+    json(out, &SCHEMA_VERSION);
+    out.extend_from_slice(b",\"call_id\":");
+    json(out, call_id);
+    out.extend_from_slice(b",\"seq\":");
+    json(out, &parts.seq);
+    out.extend_from_slice(b",\"at\":");
+    json(out, &parts.at);
+    out.extend_from_slice(b",\"type\":");
+    json(out, &parts.kind);
+    out.extend_from_slice(b",\"agent_id\":");
+    json(out, &parts.agent_id);
+    out.extend_from_slice(b",\"details\":");
+    out.extend_from_slice(parts.details_json.as_bytes());
+    out.extend_from_slice(b",\"reason\":\"logged\"}\n");
+}
+
+/// Appends `value` as JSON. Writing to a `Vec` cannot fail, and the types
+/// written here (strings, integers, timestamps, event types) always
+/// serialise.
+fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
+}
+
 /// Appends the closed record of `call_id` as one JSON line to `out`.
 pub(crate) fn encode_closed(call_id: &str, issued: u64, at: Timestamp, out: &mut Vec<u8>) {
     let record = ClosedRef {
@@ -501,6 +530,38 @@ mod tests {
             parse_line(no_issued),
             Err(LineError::Missing { field: "issued" })
         );
+    }
+
+    /// The write-through path transcodes the ring's encoding straight to a
+    /// line; it must write exactly what encoding the decoded event writes.
+    #[test]
+    fn logged_lines_are_byte_identical_to_decoded_ones() {
+        use crate::call::{decode_event, EventParts};
+        let mut details = Details::new();
+        details.insert("amount".into(), serde_json::json!(1.0 / 11.0));
+        details.insert("name".into(), "Zoë \"Ø\" \u{1F600}\n\t".into());
+        details.insert(
+            "nested".into(),
+            serde_json::json!({"a": [1, null, -0.0, 5e-324]}),
+        );
+        for (kind, agent) in [
+            (AuditEventType::ConsentGiven, Some("speech")),
+            (AuditEventType::Other("x\"y".into()), None),
+        ] {
+            for details in [Details::new(), details.clone()] {
+                let at = Timestamp::from_unix_nanos(1_764_063_000_123_456_789);
+                let mut enc =
+                    crate::call::encode_event(at, &kind, agent, &details).expect("encodes");
+                crate::call::set_event_seq(&mut enc, 42);
+                let parts = EventParts::parse(&enc).expect("parses");
+                let mut fast = Vec::new();
+                encode_logged("call-é", &parts, &mut fast);
+                let event = decode_event(&enc).expect("decodes");
+                let mut slow = Vec::new();
+                encode_line("call-é", Origin::Logged, &event, &mut slow);
+                assert_eq!(String::from_utf8(fast), String::from_utf8(slow));
+            }
+        }
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::time::Instant;
 use super::error::{IoFailure, IoOp};
 use super::feed::{add, Shared};
 use super::fs::{ArchiveFs, SegmentFile};
-use super::record::{encode_closed, encode_line, segment_name};
-use super::worker::{Backend, Entry};
+use super::record::{encode_closed, encode_line, encode_logged, segment_name, Origin};
+use super::worker::{decode_logged, Backend, Entry};
+use crate::call::EventParts;
 
 /// Segments of one archive directory, written by one archiver.
 #[derive(Debug)]
@@ -191,6 +192,13 @@ impl Backend for Segments {
                 reason,
                 event,
             } => encode_line(&call_id, reason, &event, &mut self.line),
+            Entry::Logged { call_id, bytes } => match EventParts::parse(&bytes) {
+                Ok(parts) => encode_logged(&call_id, &parts, &mut self.line),
+                Err(_) => {
+                    let event = decode_logged(&bytes);
+                    encode_line(&call_id, Origin::Logged, &event, &mut self.line);
+                }
+            },
             Entry::Closed {
                 call_id,
                 issued,

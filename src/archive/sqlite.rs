@@ -14,7 +14,8 @@ use rusqlite::{params, Connection};
 use super::config::ArchiveConfig;
 use super::error::{ArchiveError, IoFailure, IoOp};
 use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Shared};
-use super::worker::{Backend, Core, Entry};
+use super::record::Origin;
+use super::worker::{decode_logged, Backend, Core, Entry};
 use crate::call::AuditEventType;
 
 const SCHEMA: &str = "
@@ -282,6 +283,7 @@ impl Table {
                         reason,
                         event,
                     } => (call_id, reason, event),
+                    Entry::Logged { .. } => unreachable!("decoded in `push`"),
                     Entry::Closed {
                         call_id,
                         issued,
@@ -321,6 +323,14 @@ impl Table {
 
 impl Backend for Table {
     fn push(&mut self, entry: Entry) {
+        let entry = match entry {
+            Entry::Logged { call_id, bytes } => Entry::Event {
+                call_id,
+                reason: Origin::Logged,
+                event: decode_logged(&bytes),
+            },
+            other => other,
+        };
         self.pending.push(entry);
         self.oldest.get_or_insert_with(Instant::now);
     }

@@ -25,6 +25,9 @@ pub(crate) enum Entry {
         reason: Origin,
         event: AuditEvent,
     },
+    /// An event written through as it was logged, in the ring's encoding:
+    /// each backend turns it into its record format directly.
+    Logged { call_id: Arc<str>, bytes: Vec<u8> },
     /// A call's end-of-call record.
     Closed {
         call_id: Arc<str>,
@@ -89,7 +92,7 @@ struct Worker<B> {
 /// Rebuilds a written-through event from the ring's encoding. Cannot fail
 /// for bytes `CallState` encoded; if it ever did, the seq is kept and the
 /// details say what went wrong, so the trail shows the event, not a gap.
-fn decode_logged(bytes: &[u8]) -> AuditEvent {
+pub(crate) fn decode_logged(bytes: &[u8]) -> AuditEvent {
     use crate::call::AuditEventType;
     match crate::call::decode_event(bytes) {
         Ok(event) => event,
@@ -251,11 +254,7 @@ impl<B: Backend> Worker<B> {
             } => {
                 add(&self.shared.counters.received, 1);
                 add(&self.shared.counters.logged, 1);
-                self.backend.push(Entry::Event {
-                    call_id,
-                    reason: Origin::Logged,
-                    event: decode_logged(&bytes),
-                });
+                self.backend.push(Entry::Logged { call_id, bytes });
                 self.unsynced_tickets.push(ticket);
                 Ok(false)
             }

@@ -127,6 +127,63 @@ struct Body {
     details: String,
 }
 
+/// The postcard body, borrowed from the ring's encoding.
+#[derive(serde::Deserialize)]
+struct BodyBorrowed<'a> {
+    kind: AuditEventType,
+    #[serde(borrow)]
+    agent_id: Option<&'a str>,
+    #[serde(borrow)]
+    details: &'a str,
+}
+
+/// An encoded event's parts, borrowed: what the archive writes, without
+/// parsing the details back into a map.
+#[derive(Debug)]
+pub(crate) struct EventParts<'a> {
+    pub(crate) seq: u64,
+    pub(crate) at: Timestamp,
+    pub(crate) kind: AuditEventType,
+    pub(crate) agent_id: Option<&'a str>,
+    /// The details map as compact JSON text (as `serde_json` wrote it).
+    pub(crate) details_json: &'a str,
+}
+
+impl<'a> EventParts<'a> {
+    /// Splits the ring's encoding of an event.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let (seq, at) = header(bytes)?;
+        let body: BodyBorrowed<'a> = postcard::from_bytes(&bytes[EVENT_HEADER..])
+            .map_err(|e| DecodeError::custom(format!("audit event {seq}: {e}")))?;
+        Ok(Self {
+            seq,
+            at,
+            kind: body.kind,
+            agent_id: body.agent_id,
+            details_json: body.details,
+        })
+    }
+}
+
+/// The seq and timestamp at the front of an encoded event.
+fn header(bytes: &[u8]) -> Result<(u64, Timestamp), DecodeError> {
+    if bytes.len() < EVENT_HEADER {
+        return Err(DecodeError::custom(format!(
+            "a stored audit event is at least {EVENT_HEADER} bytes, got {}",
+            bytes.len()
+        )));
+    }
+    let word = |i: usize| {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(&bytes[i..i + 8]);
+        le
+    };
+    Ok((
+        u64::from_le_bytes(word(0)),
+        Timestamp::from_unix_nanos(i64::from_le_bytes(word(8))),
+    ))
+}
+
 /// An audit event encoded for the ring, its seq still to be filled in.
 ///
 /// Encoding happens before the seq is taken, so an event that cannot be
@@ -186,19 +243,7 @@ impl Record for AuditRecord {
     }
 
     fn decode(bytes: &[u8]) -> Result<AuditEvent, DecodeError> {
-        if bytes.len() < EVENT_HEADER {
-            return Err(DecodeError::custom(format!(
-                "a stored audit event is at least {EVENT_HEADER} bytes, got {}",
-                bytes.len()
-            )));
-        }
-        let word = |i: usize| {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(&bytes[i..i + 8]);
-            le
-        };
-        let seq = u64::from_le_bytes(word(0));
-        let at = Timestamp::from_unix_nanos(i64::from_le_bytes(word(8)));
+        let (seq, at) = header(bytes)?;
         let body: Body = postcard::from_bytes(&bytes[EVENT_HEADER..])
             .map_err(|e| DecodeError::custom(format!("audit event {seq}: {e}")))?;
         let details = serde_json::from_str(&body.details)

@@ -20,6 +20,26 @@ mod time;
 
 pub use audit::{AuditEvent, AuditEventType, Details};
 
+pub(crate) use audit::EventParts;
+
+/// Encodes an event as the audit ring stores it, with seq 0 (tests of the
+/// archive's transcoding build inputs with it).
+#[cfg(test)]
+pub(crate) fn encode_event(
+    at: Timestamp,
+    kind: &AuditEventType,
+    agent_id: Option<&str>,
+    details: &Details,
+) -> Result<Vec<u8>, crate::EncodeError> {
+    audit::EncodedEvent::new(at, kind, agent_id, details).map(audit::EncodedEvent::into_bytes)
+}
+
+/// Sets the seq of an encoded event.
+#[cfg(test)]
+pub(crate) fn set_event_seq(bytes: &mut [u8], seq: u64) {
+    bytes[..8].copy_from_slice(&seq.to_le_bytes());
+}
+
 /// Decodes an event from the audit ring's encoding (the archive's
 /// write-through path sends events in it).
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<AuditEvent, crate::DecodeError> {
