@@ -337,11 +337,14 @@ impl CallRegistry {
         self.len() == 0
     }
 
-    /// Ends `call_id`: removes it from the registry, ends it (see
-    /// [`CallState::end`]: the closed record goes to the archive, eviction
-    /// sinks get what is left), and returns its final summary, the end's
-    /// outcome and the audit events the archive refused. When two threads
-    /// end the same call, exactly one succeeds.
+    /// Ends `call_id` (see [`CallState::end`]: the closed record goes to the
+    /// archive, eviction sinks get what is left), removes it from the
+    /// registry, and returns its final summary, the end's outcome and the
+    /// audit events the archive refused. When two threads end the same call,
+    /// exactly one gets `Ok`, and neither returns before the call's trail
+    /// has been handed over (so a handler may flush the archive right
+    /// after). The outcome is [`EndOutcome::AlreadyEnded`] if the call had
+    /// been ended directly, or by the racing caller.
     ///
     /// # Errors
     ///
@@ -352,20 +355,27 @@ impl CallRegistry {
     /// Only if one of the call's sinks panics during the drain (see
     /// [`CallState::end`]).
     pub fn end(&self, call_id: &str) -> Result<EndedCall, RegistryError> {
-        let mut removed = None;
+        let not_live = || RegistryError::NotLive {
+            call_id: call_id.to_owned(),
+        };
+        let call = self.get(call_id).ok_or_else(not_live)?;
+        // End before removing: a racing second `end` (here or on the call
+        // itself) waits inside `CallState::end` until the trail is handed
+        // over, so neither caller returns before that.
+        let outcome = call.end();
+        let mut removed = false;
         self.shard(call_id).rcu(|map| {
-            removed = map.get(call_id).cloned();
-            if removed.is_none() {
+            removed = map.get(call_id).is_some_and(|c| Arc::ptr_eq(c, &call));
+            if !removed {
                 return Arc::clone(map);
             }
             let mut next = Map::clone(map);
             next.remove(call_id);
             Arc::new(next)
         });
-        let call = removed.ok_or_else(|| RegistryError::NotLive {
-            call_id: call_id.to_owned(),
-        })?;
-        let outcome = call.end();
+        if !removed {
+            return Err(not_live());
+        }
         Ok(EndedCall {
             summary: call.summarize(),
             outcome,

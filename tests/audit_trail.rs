@@ -235,3 +235,66 @@ fn float_details_and_summaries_round_trip_exactly() {
     .expect("verifies");
     assert_eq!(archived, events);
 }
+
+/// The same through the registry: two handlers end the same call; exactly
+/// one gets `Ok`, and neither returns before the trail is handed over.
+/// Before, the second got `NotLive` at once while the first was draining.
+#[test]
+fn racing_registry_ends_both_wait_for_the_trail() {
+    use callring::host::{CallRegistry, RegistryError};
+
+    const EVENTS: usize = 5;
+    let trail: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let entered = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let registry = Arc::new({
+        let (trail, entered, release) = (trail.clone(), entered.clone(), release.clone());
+        CallRegistry::builder()
+            .limits(|_| Limits::new(10, 10))
+            .audit_sink(move |_id| {
+                let (trail, entered, release) = (trail.clone(), entered.clone(), release.clone());
+                move |e: Evicted<AuditEvent>| {
+                    entered.store(true, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    trail.lock().expect("not poisoned").push(e.value.seq);
+                }
+            })
+            .build()
+    });
+    let call = registry.start("c", "default").expect("new call");
+    for _ in 0..EVENTS {
+        call.log_event(&AuditEventType::ToolInvoked, None, &Details::new())
+            .expect("live call");
+    }
+    let ender = |registry: Arc<CallRegistry>, trail: Arc<Mutex<Vec<u64>>>| {
+        thread::spawn(move || {
+            let result = registry.end("c");
+            (result, trail.lock().expect("not poisoned").len())
+        })
+    };
+    let first = ender(registry.clone(), trail.clone());
+    wait_for("the first end to be draining", || {
+        entered.load(Ordering::SeqCst)
+    });
+    let second = ender(registry.clone(), trail.clone());
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while !second.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    release.store(true, Ordering::SeqCst);
+    let results = [first.join().expect("first"), second.join().expect("second")];
+    for (_, seen) in &results {
+        assert_eq!(
+            *seen, EVENTS,
+            "an end returned before the trail was handed over"
+        );
+    }
+    let oks = results.iter().filter(|(r, _)| r.is_ok()).count();
+    assert_eq!(oks, 1, "exactly one end succeeds");
+    assert!(results
+        .iter()
+        .any(|(r, _)| matches!(r, Err(RegistryError::NotLive { .. }))));
+    assert!(registry.get("c").is_none());
+}
