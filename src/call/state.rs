@@ -245,6 +245,16 @@ pub struct CallState {
     ended: Latch,
 }
 
+/// Opens the latch when dropped, so an `end` that panics still releases the
+/// `end`s waiting for it.
+struct OpenOnDrop<'a>(&'a Latch);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
 impl fmt::Debug for CallState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallState")
@@ -896,6 +906,9 @@ impl CallState {
             self.ended.wait();
             return EndOutcome::AlreadyEnded;
         };
+        // Whatever happens below (a panicking clock or sink), racing `end`s
+        // must not wait forever.
+        let _open = OpenOnDrop(&self.ended);
         let at = self.clock.now();
         let _ = self.ended_at.set(at);
         let drained = |outcome| match outcome {
@@ -914,7 +927,6 @@ impl CallState {
             Some(archive) => archive.submit_closed(issued, at).is_ok(),
             None => false,
         };
-        self.ended.open();
         let (notes_drained, notes_panic) = match notes {
             Ok(n) => (n, None),
             Err(payload) => (0, Some(payload)),
