@@ -468,6 +468,28 @@ impl ArchiveSink {
     pub fn call_id(&self) -> &str {
         &self.call_id
     }
+
+    /// A sink of the same archiver for another call: what
+    /// [`Archiver::sink`](super::Archiver::sink) returns, for code that
+    /// keeps a sink rather than the archiver (after the archiver stops, its
+    /// sinks refuse every record).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let template = archiver.sink("template");
+    /// assert_eq!(template.for_call("call-2").call_id(), "call-2");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn for_call(&self, call_id: &str) -> ArchiveSink {
+        Self::new(Arc::from(call_id), self.tx.clone(), Arc::clone(&self.shared))
+    }
 }
 
 /// The event inside a message a sink built; sinks only build `Msg::Event`.
