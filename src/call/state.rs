@@ -2,8 +2,9 @@
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::SegQueue;
 
 use super::audit::{AuditEvent, AuditEventType, AuditRecord, Details, EncodedEvent};
@@ -243,6 +244,16 @@ pub struct CallState {
     audit_refused: Counter,
     /// Opened when the `end` that shut the gate has finished.
     ended: Latch,
+    /// The last complete rendering of the notes (see `all_notes_shared`).
+    /// Only readers touch it; appends never do.
+    notes_cache: ArcSwapOption<RenderedNotes>,
+}
+
+/// All notes rendered at a given ticket count of the notes ring.
+#[derive(Debug)]
+struct RenderedNotes {
+    tickets: u64,
+    text: Arc<str>,
 }
 
 /// Opens the latch when dropped, so an `end` that panics still releases the
@@ -405,6 +416,7 @@ impl CallStateBuilder {
             audit_written: Counter::new(0),
             audit_refused: Counter::new(0),
             ended: Latch::new(),
+            notes_cache: ArcSwapOption::empty(),
         }
     }
 }
@@ -714,6 +726,66 @@ impl CallState {
     /// # }
     /// ```
     pub fn all_notes(&self) -> String {
+        match self.cached_notes(self.notes.tickets()) {
+            Some(text) => String::from(&*text),
+            None => self.render_notes().0,
+        }
+    }
+
+    /// [`all_notes`](CallState::all_notes), shared: while no note has been
+    /// appended since the last complete rendering, every call returns that
+    /// same `Arc` (one atomic load and a reference count), so a supervisor
+    /// re-reading an idle call pays nothing, and a binding can keep its own
+    /// copy keyed on the pointer. A rendering is kept only when no append
+    /// started or was in flight while it was made, so the cached text is
+    /// exactly what a fresh scan would return. Never blocks appends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use std::sync::Arc;
+    /// use callring::call::CallState;
+    ///
+    /// let call = CallState::new("c", Default::default());
+    /// call.append_note("hello").expect("live call");
+    /// let a = call.all_notes_shared();
+    /// assert!(Arc::ptr_eq(&a, &call.all_notes_shared())); // nothing new: the same text
+    /// call.append_note("again").expect("live call");
+    /// let b = call.all_notes_shared();
+    /// assert!(!Arc::ptr_eq(&a, &b) && b.ends_with("again"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn all_notes_shared(&self) -> Arc<str> {
+        let before = self.notes.tickets();
+        if let Some(text) = self.cached_notes(before) {
+            return text;
+        }
+        let (text, complete) = self.render_notes();
+        let text: Arc<str> = Arc::from(text);
+        // Keep it only if it is the whole ring as of `before`: nothing was
+        // skipped (in flight or overwritten) and no ticket was taken since.
+        if complete && self.notes.tickets() == before {
+            self.notes_cache.store(Some(Arc::new(RenderedNotes {
+                tickets: before,
+                text: Arc::clone(&text),
+            })));
+        }
+        text
+    }
+
+    /// The cached rendering, if it was made at ticket count `tickets`.
+    fn cached_notes(&self, tickets: u64) -> Option<Arc<str>> {
+        let cached = self.notes_cache.load();
+        cached
+            .as_ref()
+            .filter(|c| c.tickets == tickets)
+            .map(|c| Arc::clone(&c.text))
+    }
+
+    /// Renders every note; `true` if none was skipped.
+    fn render_notes(&self) -> (String, bool) {
         let mut out = Vec::with_capacity(
             self.notes.len().min(self.notes.capacity())
                 * (PREFIX_LEN + self.notes.slot_payload_bytes()),
@@ -722,9 +794,11 @@ impl CallState {
         // Each entry is 8 bytes of nanos then the text; with PAD bytes in
         // front, the rendered prefix overwrites padding + nanos in place.
         const PAD: usize = PREFIX_LEN - NOTE_HEADER;
-        self.notes.scan_padded(&mut out, PAD, |_, buf, mark| {
+        let mut malformed = false;
+        let skipped = self.notes.scan_padded(&mut out, PAD, |_, buf, mark| {
             let Some(head) = buf.get(mark + PAD..mark + PREFIX_LEN) else {
                 buf.truncate(mark); // shorter than a stored note: skip it
+                malformed = true;
                 return;
             };
             let mut le = [0u8; NOTE_HEADER];
@@ -734,8 +808,9 @@ impl CallState {
             buf.push(b'\n');
         });
         out.pop(); // the last separator, if any
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        let text = String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (text, skipped.total() == 0 && !malformed)
     }
 
     /// Owned copies of the retained notes, oldest first.
