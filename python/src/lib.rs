@@ -23,6 +23,7 @@ use callring::host::{CallRegistry, RegistryError};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 create_exception!(
     _callring,
@@ -253,7 +254,22 @@ fn verify(py: Python<'_>, dir: String) -> PyResult<String> {
 
 /// One live call.
 #[pyclass(frozen, module = "callring._callring", name = "CallState")]
-struct PyCallState(Arc<CallState>);
+struct PyCallState {
+    call: Arc<CallState>,
+    /// The last notes text handed to Python, and the Rust rendering it was
+    /// made from: while `all_notes_shared` returns that same `Arc` (nothing
+    /// appended since), the same Python string is returned.
+    notes: Mutex<Option<(Arc<str>, Py<PyString>)>>,
+}
+
+impl PyCallState {
+    fn wrap(call: Arc<CallState>) -> Self {
+        Self {
+            call,
+            notes: Mutex::new(None),
+        }
+    }
+}
 
 fn outcome_json(outcome: EndOutcome) -> PyResult<String> {
     let value = match outcome {
@@ -283,35 +299,47 @@ impl PyCallState {
         if let Some(archive) = archive {
             builder = builder.audit_archive(archive.sink(&call_id));
         }
-        Ok(Self(Arc::new(builder.build())))
+        Ok(Self::wrap(Arc::new(builder.build())))
     }
 
     #[getter]
     fn call_id(&self) -> &str {
-        self.0.call_id()
+        self.call.call_id()
     }
 
     #[getter]
     fn is_ended(&self) -> bool {
-        self.0.is_ended()
+        self.call.is_ended()
     }
 
     /// Appends a note; returns its seq.
     fn append_call_notes(&self, note: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let Ok(text) = note.cast::<pyo3::types::PyString>() else {
+        let Ok(text) = note.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
                 "note must be str, not {}",
                 note.get_type().name()?
             )));
         };
         let text = text.to_cow()?;
-        self.0.append_note(&text).map_err(call_error)
+        self.call.append_note(&text).map_err(call_error)
     }
 
     /// All notes, oldest first, as `[%Y-%m-%d %H:%M:%S] text` lines.
-    fn get_all_notes(&self, py: Python<'_>) -> String {
-        let call = &self.0;
-        py.detach(|| call.all_notes())
+    fn get_all_notes(&self, py: Python<'_>) -> Py<PyString> {
+        let call = &self.call;
+        let text = py.detach(|| call.all_notes_shared());
+        let mut cached = self
+            .notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((rendered, string)) = cached.as_ref() {
+            if Arc::ptr_eq(rendered, &text) {
+                return string.clone_ref(py);
+            }
+        }
+        let string = PyString::new(py, &text).unbind();
+        *cached = Some((text, string.clone_ref(py)));
+        string
     }
 
     /// Logs an event (details as JSON text); returns its seq. With
@@ -328,7 +356,7 @@ impl PyCallState {
         let details: Details = serde_json::from_str(details_json)
             .map_err(|e| PyValueError::new_err(format!("details: {e}")))?;
         let kind = self::event_type(event_type);
-        let call = &self.0;
+        let call = &self.call;
         py.detach(|| {
             if durable {
                 call.log_event_durable(&kind, agent_id, &details)
@@ -341,38 +369,38 @@ impl PyCallState {
 
     /// The retained audit events, in seq order, as JSON text.
     fn audit_events(&self, py: Python<'_>) -> PyResult<String> {
-        let call = &self.0;
+        let call = &self.call;
         let events = py.detach(|| call.audit_events());
         events_json(&events)
     }
 
     /// Audit events the archive refused (taken), as JSON text.
     fn take_refused_audit(&self) -> PyResult<String> {
-        events_json(&self.0.take_refused_audit())
+        events_json(&self.call.take_refused_audit())
     }
 
     /// The summary as YAML text.
     fn summarize(&self, py: Python<'_>) -> PyResult<String> {
-        let call = &self.0;
+        let call = &self.call;
         py.detach(|| call.summarize().to_yaml())
             .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The summary as JSON text.
     fn summary_json(&self, py: Python<'_>) -> PyResult<String> {
-        let call = &self.0;
+        let call = &self.call;
         py.detach(|| call.summarize().to_json())
             .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The counters as JSON text.
     fn metrics(&self) -> PyResult<String> {
-        json(&self.0.metrics())
+        json(&self.call.metrics())
     }
 
     /// Ends the call; the outcome as JSON text.
     fn end(&self, py: Python<'_>) -> PyResult<String> {
-        let call = &self.0;
+        let call = &self.call;
         let outcome = py.detach(|| call.end());
         outcome_json(outcome)
     }
@@ -403,18 +431,20 @@ impl PyCallRegistry {
     fn start(&self, call_id: &str, script_type: &str) -> PyResult<PyCallState> {
         self.0
             .start(call_id, script_type)
-            .map(PyCallState)
+            .map(PyCallState::wrap)
             .map_err(registry_error)
     }
 
     fn get(&self, call_id: &str) -> Option<PyCallState> {
-        self.0.get(call_id).map(PyCallState)
+        self.0.get(call_id).map(PyCallState::wrap)
     }
 
     /// Ends a call: `(summary JSON, outcome JSON, refused events JSON)`.
     fn end(&self, py: Python<'_>, call_id: &str) -> PyResult<(String, String, String)> {
         let registry = &self.0;
-        let ended = py.detach(|| registry.end(call_id)).map_err(registry_error)?;
+        let ended = py
+            .detach(|| registry.end(call_id))
+            .map_err(registry_error)?;
         Ok((
             ended
                 .summary

@@ -488,7 +488,11 @@ impl ArchiveSink {
     /// ```
     #[must_use]
     pub fn for_call(&self, call_id: &str) -> ArchiveSink {
-        Self::new(Arc::from(call_id), self.tx.clone(), Arc::clone(&self.shared))
+        Self::new(
+            Arc::from(call_id),
+            self.tx.clone(),
+            Arc::clone(&self.shared),
+        )
     }
 }
 
