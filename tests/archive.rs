@@ -483,3 +483,51 @@ fn sqlite_archive_holds_every_event_once() {
         .expect("rows");
     assert_eq!(closed, [("call-0".to_owned(), n), ("call-1".to_owned(), n)]);
 }
+
+/// A database made before write-through (its `reason` check refuses
+/// `logged`) is migrated at start, keeping its rows.
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_tables_from_before_write_through_are_migrated() {
+    use callring::archive::SqliteArchiver;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.sqlite");
+    {
+        let db = rusqlite::Connection::open(&path).expect("opens");
+        db.execute_batch(
+            "CREATE TABLE audit_events (
+                call_id TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL,
+                type TEXT NOT NULL, agent_id TEXT, details TEXT NOT NULL,
+                reason TEXT NOT NULL CHECK (reason IN ('evicted', 'drained')),
+                PRIMARY KEY (call_id, seq)) WITHOUT ROWID;
+             INSERT INTO audit_events VALUES
+                ('old', 0, '2025-11-25T09:30:00Z', 'call_started', NULL, '{}', 'drained');",
+        )
+        .expect("old schema");
+    }
+    let archiver = SqliteArchiver::start(&path, ArchiveConfig::default()).expect("migrates");
+    let call = CallState::builder("new")
+        .audit_archive(archiver.sink("new"))
+        .build();
+    call.log_event(&AuditEventType::CallStarted, None, &Details::new())
+        .expect("archived");
+    let _ = call.end();
+    let stats = archiver.stop().expect("clean stop");
+    assert_eq!((stats.synced, stats.errors), (2, 0));
+    let db = rusqlite::Connection::open(&path).expect("opens");
+    let reasons: Vec<(String, String)> = db
+        .prepare("SELECT call_id, reason FROM audit_events ORDER BY call_id")
+        .expect("prepares")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("queries")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        reasons,
+        [
+            ("new".to_owned(), "logged".to_owned()),
+            ("old".to_owned(), "drained".to_owned())
+        ]
+    );
+}
