@@ -1,5 +1,6 @@
 //! `CallState`: one call's notes and audit trail, shared by its agent threads.
 
+use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
@@ -192,7 +193,8 @@ pub enum EndOutcome {
 ///   when it is evicted.
 /// - **on eviction** ([`audit_sink`](CallStateBuilder::audit_sink), any
 ///   [`Sink`]): an event is handed over when a newer one overwrites it, and
-///   at `end` what is left is drained. Until then it lives only in memory.
+///   at `end` what is left is drained (then, for an archive's sink, the
+///   closed record). Until then it lives only in memory.
 ///
 /// # Examples
 ///
@@ -238,6 +240,8 @@ pub struct CallState {
     gate: Gate,
     /// Write-through archive, if any.
     archive: Option<ArchiveSink>,
+    /// The archive behind the eviction sink, if it is one (closed record).
+    evicts_to_archive: Option<ArchiveSink>,
     /// Events the archive refused, kept until taken.
     refused_audit: SegQueue<AuditEvent>,
     audit_written: Counter,
@@ -303,6 +307,9 @@ pub struct CallStateBuilder {
     limits: Limits,
     audit_archive: Option<ArchiveSink>,
     audit_sink: Option<Box<dyn Sink<AuditEvent>>>,
+    /// An archive's sink given as the eviction sink: the closed record goes
+    /// there too.
+    evicts_to_archive: Option<ArchiveSink>,
     notes_sink: Option<Box<dyn Sink<Note>>>,
     clock: Box<dyn Clock>,
     zone: TimeZoneChoice,
@@ -352,6 +359,7 @@ impl CallStateBuilder {
     pub fn audit_archive(mut self, sink: ArchiveSink) -> Self {
         self.audit_archive = Some(sink);
         self.audit_sink = None;
+        self.evicts_to_archive = None;
         self
     }
 
@@ -360,8 +368,22 @@ impl CallStateBuilder {
     /// mode). Until then an event lives only in memory, so for an archive of
     /// record use [`audit_archive`](CallStateBuilder::audit_archive), which
     /// this replaces. Without either, evicted events are dropped (counted).
-    pub fn audit_sink(mut self, sink: impl Sink<AuditEvent> + 'static) -> Self {
-        self.audit_sink = Some(Box::new(sink));
+    /// Given an archive's [`ArchiveSink`], `end` also writes the call's
+    /// closed record there, after the drained events.
+    pub fn audit_sink<S: Sink<AuditEvent> + 'static>(self, sink: S) -> Self {
+        let archive = (&sink as &dyn Any).downcast_ref::<ArchiveSink>().cloned();
+        self.eviction_sink(Box::new(sink), archive)
+    }
+
+    /// [`audit_sink`](CallStateBuilder::audit_sink) for a sink already boxed
+    /// (by the registry), with the archive it hands to, if it is one.
+    pub(crate) fn eviction_sink(
+        mut self,
+        sink: Box<dyn Sink<AuditEvent>>,
+        archive: Option<ArchiveSink>,
+    ) -> Self {
+        self.audit_sink = Some(sink);
+        self.evicts_to_archive = archive;
         self.audit_archive = None;
         self
     }
@@ -412,6 +434,7 @@ impl CallStateBuilder {
             audit: audit.build().expect("validated limits build a ring"),
             gate: Gate::new(),
             archive: self.audit_archive,
+            evicts_to_archive: self.evicts_to_archive,
             refused_audit: SegQueue::new(),
             audit_written: Counter::new(0),
             audit_refused: Counter::new(0),
@@ -435,6 +458,7 @@ impl CallState {
             limits: Limits::default(),
             audit_archive: None,
             audit_sink: None,
+            evicts_to_archive: None,
             notes_sink: None,
             clock: Box::new(SystemClock),
             zone: TimeZoneChoice::Utc,
@@ -965,7 +989,7 @@ impl CallState {
     ///         notes_drained: 0,
     ///         audit_drained: 1,
     ///         audit_refused: 0,
-    ///         closed_record: false, // eviction mode writes no closed record
+    ///         closed_record: false, // a channel is not an archive: no closed record
     ///     }
     /// );
     /// assert_eq!(call.end(), EndOutcome::AlreadyEnded);
@@ -998,7 +1022,7 @@ impl CallState {
         // Entries the sink refused during the drain are kept by the ring,
         // not drained: take them out of the ring's count.
         let refused_in_drain = self.audit.metrics().refused - refused_before;
-        let closed_record = match &self.archive {
+        let closed_record = match self.archive.as_ref().or(self.evicts_to_archive.as_ref()) {
             Some(archive) => archive.submit_closed(issued, at).is_ok(),
             None => false,
         };
