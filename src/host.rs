@@ -363,7 +363,7 @@ impl CallRegistry {
     /// # Panics
     ///
     /// Only if one of the call's sinks panics during the drain (see
-    /// [`CallState::end`]).
+    /// [`CallState::end`]); the call is removed from the registry first.
     pub fn end(&self, call_id: &str) -> Result<EndedCall, RegistryError> {
         let not_live = || RegistryError::NotLive {
             call_id: call_id.to_owned(),
@@ -372,7 +372,9 @@ impl CallRegistry {
         // End before removing: a racing second `end` (here or on the call
         // itself) waits inside `CallState::end` until the trail is handed
         // over, so neither caller returns before that.
-        let outcome = call.end();
+        // A sink panicking inside `end` must not leave an ended call
+        // registered: remove it first, then resume the panic.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.end()));
         let mut removed = false;
         self.shard(call_id).rcu(|map| {
             removed = map.get(call_id).is_some_and(|c| Arc::ptr_eq(c, &call));
@@ -383,6 +385,10 @@ impl CallRegistry {
             next.remove(call_id);
             Arc::new(next)
         });
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(payload) => std::panic::resume_unwind(payload),
+        };
         if !removed {
             return Err(not_live());
         }

@@ -582,3 +582,24 @@ fn a_registry_with_an_archive_as_eviction_sink_closes_its_calls() {
     let report = verify(dir.path()).expect("verifies");
     assert_eq!(report.calls["r"].status, CallStatus::Complete);
 }
+
+/// Durations too long to add to an instant mean "no deadline", never a
+/// panic on the archiver's thread (which would leave receipts waiting).
+#[test]
+fn huge_durations_mean_no_deadline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = ArchiveConfig::default()
+        .fsync_interval(Duration::MAX)
+        .fsync_every(1)
+        .stop_timeout(Duration::MAX);
+    let archiver = Archiver::start(dir.path(), config).expect("starts");
+    let c = call("c", 4, &archiver);
+    let (_, receipt) = c
+        .log_event_receipt(&AuditEventType::ConsentGiven, None, &details(0, 0))
+        .expect("archived");
+    receipt.wait_timeout(Duration::MAX).expect("durable");
+    archiver.flush_timeout(Duration::MAX).expect("flushed");
+    assert_eq!(archiver.status(), callring::archive::ArchiveStatus::Running);
+    let _ = c.end();
+    archiver.stop().expect("clean stop");
+}

@@ -301,3 +301,35 @@ fn racing_registry_ends_both_wait_for_the_trail() {
         .any(|(r, _)| matches!(r, Err(RegistryError::NotLive { .. }))));
     assert!(registry.get("c").is_none());
 }
+
+/// A clock that panics inside `end`: both rings are still closed and the
+/// closed record written before the panic reaches the caller.
+#[test]
+fn a_panicking_clock_in_end_still_closes_the_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("starts");
+    let broken = Arc::new(AtomicBool::new(false));
+    let call = CallState::builder("c")
+        .audit_archive(archiver.sink("c"))
+        .clock({
+            let broken = broken.clone();
+            move || {
+                assert!(!broken.load(Ordering::SeqCst), "clock is broken");
+                callring::call::Timestamp::from_unix_nanos(0)
+            }
+        })
+        .build();
+    call.log_event(&AuditEventType::CallStarted, None, &Details::new())
+        .expect("archived");
+    broken.store(true, Ordering::SeqCst);
+    assert!(panic::catch_unwind(AssertUnwindSafe(|| call.end())).is_err());
+    broken.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        call.append_note("after"),
+        Err(CallError::Ended { .. })
+    ));
+    assert_eq!(call.end(), EndOutcome::AlreadyEnded);
+    archiver.stop().expect("clean stop");
+    let report = verify(dir.path()).expect("verifies");
+    assert_eq!(report.calls["c"].status, CallStatus::Complete);
+}

@@ -80,7 +80,8 @@ pub struct ArchiveStats {
     /// rings count these too, as `sink_waits`).
     pub sink_waits: u64,
     /// Hand-offs refused because the archiver was stopping or stopped; the
-    /// ring keeps those events (`Ring::take_refused`).
+    /// call keeps those events
+    /// ([`CallState::take_refused_audit`](crate::call::CallState::take_refused_audit)).
     pub refused: u64,
     /// Failed file operations.
     pub errors: u64,
@@ -386,20 +387,24 @@ impl Shared {
             state.retrying = Some((error.clone(), attempt));
             state.last_error = Some(error.clone());
         }
-        if let Some(callback) = &self.on_fault {
-            callback(&FaultEvent::Failed {
-                error,
-                attempt,
-                retry_in,
-            });
-        }
+        self.tell(&FaultEvent::Failed {
+            error,
+            attempt,
+            retry_in,
+        });
     }
 
     /// An operation succeeded after `attempts` failures.
     pub(crate) fn recovered(&self, attempts: u64) {
         self.state().retrying = None;
+        self.tell(&FaultEvent::Recovered { attempts });
+    }
+
+    /// Calls the host's fault callback. It runs on the archiver's thread; a
+    /// panic in it is caught (and ignored) so it cannot stop the archiver.
+    fn tell(&self, event: &FaultEvent) {
         if let Some(callback) = &self.on_fault {
-            callback(&FaultEvent::Recovered { attempts });
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(event)));
         }
     }
 
@@ -598,11 +603,15 @@ impl Sink<AuditEvent> for ArchiveSink {
 /// A record handed to an archiver, to wait on until it is durable.
 ///
 /// From [`CallState::log_event_receipt`](crate::call::CallState::log_event_receipt).
-/// Waiting costs at most one group-commit window: the archiver fsyncs when
+/// Waiting costs one group-commit window once every record handed over
+/// before this one has reached the archiver: it fsyncs when
 /// [`fsync_every`](super::ArchiveConfig::fsync_every) records are waiting or
 /// the oldest has waited [`fsync_interval`](super::ArchiveConfig::fsync_interval)
 /// (20 ms by default), plus the time that write and fsync take; every waiter
-/// of that window is released by the same fsync. Checking without waiting
+/// of that window is released by the same fsync. (The watermark is a prefix
+/// of hand-offs, so a receipt also waits for earlier senders held up by
+/// back-pressure or descheduled; with more busy threads than cores that
+/// stretches the wait: see the simulator's report in the README.) Checking without waiting
 /// ([`is_durable`](Receipt::is_durable)) takes one uncontended lock.
 ///
 /// # Examples
@@ -664,7 +673,27 @@ impl Receipt {
         self.shared.durable.wait(self.ticket, None)
     }
 
-    /// [`wait`](Receipt::wait), at most `timeout`.
+    /// [`wait`](Receipt::wait), at most `timeout` (a timeout too long to
+    /// represent waits without a deadline).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use std::time::Duration;
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{AuditEventType, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("c").audit_archive(archiver.sink("c")).build();
+    /// let (_, receipt) = call
+    ///     .log_event_receipt(&AuditEventType::DataAccessed, None, &Details::new())
+    ///     .expect("archived");
+    /// receipt.wait_timeout(Duration::from_secs(10)).expect("durable in time");
+    /// receipt.wait_timeout(Duration::MAX).expect("no overflow, no panic");
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -673,7 +702,7 @@ impl Receipt {
     pub fn wait_timeout(&self, timeout: Duration) -> Result<(), ArchiveError> {
         self.shared
             .durable
-            .wait(self.ticket, Some(Instant::now() + timeout))
+            .wait(self.ticket, Instant::now().checked_add(timeout))
             .map_err(|e| match e {
                 ArchiveError::Timeout { .. } => ArchiveError::Timeout { waited: timeout },
                 other => other,

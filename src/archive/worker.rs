@@ -79,7 +79,8 @@ struct Worker<B> {
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     policy: Policy,
-    stop_deadline: Option<Instant>,
+    /// When stopping gives up (`Some(None)`: never).
+    stop_deadline: Option<Option<Instant>>,
     /// Tickets of the records pushed since the last successful sync.
     unsynced_tickets: Vec<u64>,
     /// Synced tickets above the watermark (their senders overtook an
@@ -118,10 +119,22 @@ pub(crate) fn decode_logged(bytes: &[u8]) -> AuditEvent {
     }
 }
 
+/// Marks the archiver stopped when the worker's thread ends, however it
+/// ends: receipt waiters then get `NotRunning` instead of waiting forever,
+/// even if the thread panicked.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.set_stopped();
+    }
+}
+
 impl<B: Backend> Worker<B> {
     fn run(mut self) -> Result<(), ArchiveError> {
+        let _stopped = StopOnDrop(Arc::clone(&self.shared));
         let outcome = self.serve();
-        let result = match outcome {
+        match outcome {
             Ok(()) => Ok(()),
             Err(GiveUp(error)) => {
                 let lost = self.abandon();
@@ -132,9 +145,7 @@ impl<B: Backend> Worker<B> {
                     stats: Box::new(self.shared.stats()),
                 })
             }
-        };
-        self.shared.set_stopped();
-        result
+        }
     }
 
     fn serve(&mut self) -> Result<(), GiveUp> {
@@ -289,9 +300,10 @@ impl<B: Backend> Worker<B> {
 
     /// When the unsynced events must be made durable by age.
     fn sync_deadline(&self) -> Option<Instant> {
+        // An interval too long to add means "never by age".
         self.backend
             .oldest_unsynced()
-            .map(|t| t + self.policy.fsync_interval)
+            .and_then(|t| t.checked_add(self.policy.fsync_interval))
     }
 
     fn sync_is_due(&self) -> bool {
@@ -320,15 +332,18 @@ impl<B: Backend> Worker<B> {
             let mut give_up = false;
             if self.shared.is_closed() {
                 let now = Instant::now();
-                let deadline = *self
+                // A timeout too long to add never expires.
+                if let Some(deadline) = *self
                     .stop_deadline
-                    .get_or_insert(now + self.policy.stop_timeout);
-                give_up = now >= deadline;
-                wait = if give_up {
-                    Duration::ZERO
-                } else {
-                    wait.min(deadline - now)
-                };
+                    .get_or_insert_with(|| now.checked_add(self.policy.stop_timeout))
+                {
+                    give_up = now >= deadline;
+                    wait = if give_up {
+                        Duration::ZERO
+                    } else {
+                        wait.min(deadline - now)
+                    };
+                }
             }
             self.shared.failed(error.clone(), attempts, wait);
             if give_up {
@@ -406,7 +421,8 @@ impl Core {
 
     /// Waits until everything handed over before the call is durable.
     pub(crate) fn flush(&self, timeout: Option<Duration>) -> Result<(), ArchiveError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add is no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let timed_out = || ArchiveError::Timeout {
             waited: timeout.unwrap_or_default(),
         };

@@ -153,7 +153,9 @@ pub enum EndOutcome {
     /// This call ended the call: both rings are closed, an eviction sink got
     /// what was left in its ring, and the archive got the closed record.
     Ended {
-        /// Notes the notes sink accepted at the end (0 without one).
+        /// Notes the notes sink accepted at the end (0 without one; notes
+        /// it refused are kept for
+        /// [`CallState::take_refused_notes`]).
         notes_drained: u64,
         /// Audit events the eviction sink accepted at the end (0 without
         /// one, and with an archive, which already has every event).
@@ -370,6 +372,24 @@ impl CallStateBuilder {
     /// this replaces. Without either, evicted events are dropped (counted).
     /// Given an archive's [`ArchiveSink`], `end` also writes the call's
     /// closed record there, after the drained events.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::call::{AuditEventType, CallState, Details, Limits};
+    ///
+    /// let (sink, evicted) = crossbeam_channel::unbounded();
+    /// let call = CallState::builder("c")
+    ///     .limits(Limits::new(10, 1).expect("valid"))
+    ///     .audit_sink(sink)
+    ///     .build();
+    /// for _ in 0..3 {
+    ///     call.log_event(&AuditEventType::ToolInvoked, None, &Details::new()).expect("live");
+    /// }
+    /// assert_eq!(evicted.len(), 2); // seqs 0 and 1 left the ring of 1
+    /// # }
+    /// ```
     pub fn audit_sink<S: Sink<AuditEvent> + 'static>(self, sink: S) -> Self {
         let archive = (&sink as &dyn Any).downcast_ref::<ArchiveSink>().cloned();
         self.eviction_sink(Box::new(sink), archive)
@@ -486,6 +506,15 @@ impl CallState {
 
     /// Whether audit events are written through to an archive
     /// ([`CallStateBuilder::audit_archive`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// let call = callring::call::CallState::new("c", Default::default());
+    /// assert!(!call.writes_through());
+    /// # }
+    /// ```
     #[must_use]
     pub fn writes_through(&self) -> bool {
         self.archive.is_some()
@@ -625,6 +654,29 @@ impl CallState {
     /// As [`log_event_receipt`](CallState::log_event_receipt);
     /// [`CallError::NotDurable`] if the archiver stopped or gave up before
     /// the event was on disk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{AuditEventType, CallError, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("c").audit_archive(archiver.sink("c")).build();
+    /// let seq = call
+    ///     .log_event_durable(&AuditEventType::ConsentGiven, Some("speech"), &Details::new())
+    ///     .expect("on disk");
+    /// assert_eq!((seq, archiver.durability().durable), (0, 1));
+    ///
+    /// // Without an archive there is nothing to wait for, and nothing is logged.
+    /// let plain = CallState::new("p", Default::default());
+    /// let err = plain.log_event_durable(&AuditEventType::ConsentGiven, None, &Details::new());
+    /// assert!(matches!(err, Err(CallError::NoArchive { .. })));
+    /// assert_eq!(plain.metrics().audit_seqs_issued, 0);
+    /// # }
+    /// ```
     pub fn log_event_durable(
         &self,
         kind: &AuditEventType,
@@ -722,6 +774,36 @@ impl CallState {
         events.extend(self.audit.take_refused().into_iter().map(|e| e.value));
         events.sort_by_key(|e| e.seq);
         events
+    }
+
+    /// Takes the notes the notes sink refused (for example a channel whose
+    /// receiver is gone), oldest first. Kept until taken, never dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::call::{CallState, Limits};
+    ///
+    /// let (sink, receiver) = crossbeam_channel::unbounded();
+    /// drop(receiver); // nobody takes evicted notes any more
+    /// let call = CallState::builder("c")
+    ///     .limits(Limits::new(1, 1).expect("valid"))
+    ///     .notes_sink(sink)
+    ///     .build();
+    /// call.append_note("first").expect("live call");
+    /// call.append_note("second").expect("live call"); // evicts "first": refused
+    /// let refused: Vec<String> = call.take_refused_notes().into_iter().map(|n| n.text).collect();
+    /// assert_eq!(refused, ["first"]);
+    /// # }
+    /// ```
+    #[must_use = "refused notes are otherwise lost"]
+    pub fn take_refused_notes(&self) -> Vec<Note> {
+        self.notes
+            .take_refused()
+            .into_iter()
+            .map(|e| e.value)
+            .collect()
     }
 
     /// All notes as one string, oldest first, each rendered as
@@ -968,11 +1050,14 @@ impl CallState {
     /// them in [`EndOutcome::Ended::audit_refused`] and the closed record as
     /// not written.
     ///
+    /// A sink must not call `end` on its own call: that `end` would wait for
+    /// the one that is calling the sink.
+    ///
     /// # Panics
     ///
-    /// Only if a sink panics during the drain. Both rings are still closed,
-    /// drained and the closed record written first; then the first panic
-    /// is resumed (see [`Ring::close`]).
+    /// Only if a sink (or the clock) panics during `end`. Both rings are
+    /// still closed, drained and the closed record written first; then the
+    /// first panic is resumed (see [`Ring::close`]).
     ///
     /// # Examples
     ///
@@ -1008,33 +1093,47 @@ impl CallState {
         // Whatever happens below (a panicking clock or sink), racing `end`s
         // must not wait forever.
         let _open = OpenOnDrop(&self.ended);
-        let at = self.clock.now();
+        // Nothing below may skip closing the rings: a panicking clock or
+        // sink is caught, both rings are handled, then the first panic is
+        // resumed.
+        let clock = panic::catch_unwind(AssertUnwindSafe(|| self.clock.now()));
+        let at = match &clock {
+            Ok(at) => *at,
+            Err(_) => Timestamp::now(),
+        };
         let _ = self.ended_at.set(at);
         let drained = |outcome| match outcome {
             crate::CloseOutcome::Closed { drained } => drained,
             crate::CloseOutcome::AlreadyClosed => 0,
         };
-        // A panicking sink must not keep the audit ring open or its closed
-        // record unwritten: catch, finish both, then resume.
-        let notes = panic::catch_unwind(AssertUnwindSafe(|| drained(self.notes.close())));
-        let refused_before = self.audit.metrics().refused;
-        let audit = panic::catch_unwind(AssertUnwindSafe(|| drained(self.audit.close())));
-        // Entries the sink refused during the drain are kept by the ring,
-        // not drained: take them out of the ring's count.
-        let refused_in_drain = self.audit.metrics().refused - refused_before;
+        // Entries a sink refuses during the drain are kept by the ring, not
+        // drained: take them out of the ring's count.
+        let close = |ring_refused: &dyn Fn() -> u64, close: &dyn Fn() -> u64| {
+            let before = ring_refused();
+            panic::catch_unwind(AssertUnwindSafe(close))
+                .map(|n| n.saturating_sub(ring_refused() - before))
+        };
+        let notes = close(&|| self.notes.metrics().refused, &|| {
+            drained(self.notes.close())
+        });
+        let audit = close(&|| self.audit.metrics().refused, &|| {
+            drained(self.audit.close())
+        });
         let closed_record = match self.archive.as_ref().or(self.evicts_to_archive.as_ref()) {
             Some(archive) => archive.submit_closed(issued, at).is_ok(),
             None => false,
         };
-        let (notes_drained, notes_panic) = match notes {
-            Ok(n) => (n, None),
-            Err(payload) => (0, Some(payload)),
+        let mut first_panic = clock.err();
+        let mut count = |result: std::thread::Result<u64>| match result {
+            Ok(n) => n,
+            Err(payload) => {
+                first_panic.get_or_insert(payload);
+                0
+            }
         };
-        let (audit_drained, audit_panic) = match audit {
-            Ok(n) => (n.saturating_sub(refused_in_drain), None),
-            Err(payload) => (0, Some(payload)),
-        };
-        if let Some(payload) = notes_panic.or(audit_panic) {
+        let notes_drained = count(notes);
+        let audit_drained = count(audit);
+        if let Some(payload) = first_panic {
             panic::resume_unwind(payload);
         }
         EndOutcome::Ended {
