@@ -282,14 +282,17 @@ fn assert_same_shape(local: &VerifyReport, sql: &VerifyReport) {
     }
 }
 
-/// The backend serving `host`'s shipper.
-fn shipper_backend(db: &mut postgres::Client, host: &str) -> Option<i32> {
+/// The backend serving `host`'s shipper, if it is inside a batch's
+/// transaction (running one of its inserts, or between two statements).
+fn busy_shipper_backend(db: &mut postgres::Client, host: &str) -> Option<i32> {
     let name: String = format!("callring-shipper {host}")
         .chars()
         .take(63)
         .collect();
     db.query_opt(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 LIMIT 1",
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+         AND xact_start IS NOT NULL AND state <> 'idle' \
+         AND position('INSERT INTO callring_' in query) > 0 LIMIT 1",
         &[&name],
     )
     .expect("query")
@@ -302,38 +305,49 @@ fn terminated_backends_lose_and_duplicate_nothing() {
         return;
     };
     let _serial = serial();
+    const ROUNDS: u64 = 8;
+    const CHUNK: u64 = if cfg!(debug_assertions) {
+        2_000
+    } else {
+        12_000
+    };
     let host = host_id("kill");
     let dir = tempfile::tempdir().expect("temp dir");
-    let events = EVENTS / 2;
     let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("archive");
-    // A backlog first, so the kills land while batches are under way.
-    let calls = log_events(&archiver, "backlog", events);
-    archiver.flush().expect("durable");
     let shipper =
-        Shipper::start(&archiver, &url, quick_config(&host).batch_records(1_000)).expect("shipper");
+        Shipper::start(&archiver, &url, quick_config(&host).batch_records(200)).expect("shipper");
     let mut db = client(&url);
-    let mut killed = 0;
     let mut rng = fastrand::Rng::with_seed(7);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while killed < 8 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(rng.u64(5..60)));
-        if let Some(pid) = shipper_backend(&mut db, &host) {
-            let done: bool = db
-                .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-                .expect("terminate")
-                .get(0);
-            killed += u64::from(done);
+    let (mut calls, mut killed) = (0, 0);
+    for round in 0..ROUNDS {
+        // A backlog of batches, then kill the shipper's backend while it is
+        // inside one of their transactions: before its commit, or while the
+        // commit is under way.
+        calls += log_events(&archiver, &format!("round{round}"), CHUNK);
+        archiver.flush().expect("durable");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(pid) = busy_shipper_backend(&mut db, &host) {
+                let done: bool = db
+                    .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+                    .expect("terminate")
+                    .get(0);
+                killed += u64::from(done);
+                break;
+            }
+            thread::sleep(Duration::from_micros(rng.u64(0..3_000)));
         }
     }
-    // And more events while it recovers.
-    let more = log_events(&archiver, "after", events);
     archiver.stop().expect("archive stops");
     let stats = shipper.stop().expect("everything shipped");
-    println!("{killed} backends terminated; {stats:?}");
-    assert!(killed >= 3, "terminated only {killed} backends");
+    println!("{killed} backends terminated mid-batch; {stats:?}");
+    assert!(
+        killed >= ROUNDS / 2,
+        "terminated only {killed} backends mid-batch"
+    );
     assert!(stats.connects > 1 && stats.errors > 0, "{stats:?}");
     assert_eq!(stats.duplicates, 0);
-    assert_whole_in_sql(&url, &host, calls + more, 2 * events);
+    assert_whole_in_sql(&url, &host, calls, ROUNDS * CHUNK);
     let sql = verify_postgres(&url, &host).expect("verified");
     assert!(sql.is_complete(), "{sql}");
     assert_same(&verify(dir.path()).expect("local verify"), &sql);
@@ -390,8 +404,13 @@ fn a_server_restart_loses_and_duplicates_nothing() {
     let shipper =
         Shipper::start(&archiver, &url, quick_config(&host).batch_records(1_000)).expect("shipper");
     let mut calls = log_events(&archiver, "before", events);
+    archiver.flush().expect("durable");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shipper.stats().batches == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
     // Mid-run: the server crashes (no shutdown checkpoint) while the shipper
-    // catches up, and stays down while the host logs on.
+    // works through its backlog, and stays down while the host logs on.
     ctl.run(&["stop", "-m", "immediate"]);
     let started = Instant::now();
     calls += log_events(&archiver, "during", events);

@@ -7,6 +7,8 @@
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+#[cfg(feature = "postgres")]
+use std::{fs, io, io::Write, path::Path};
 
 /// A byte position in an archive directory: segment `segment` (its index,
 /// as in [`segment_name`](super::segment_name)), byte `offset` of it.
@@ -88,4 +90,37 @@ impl SpoolEnd {
     pub(crate) fn get(&self) -> DurableEnd {
         *self.lock()
     }
+}
+
+/// The file naming a spool (an archive directory) for the shipper: its
+/// progress row belongs to one spool, and a host whose spool was replaced
+/// (a new disk, a new directory) must not resume inside the old one's
+/// offsets.
+pub(crate) const SPOOL_ID_FILE: &str = "spool.id";
+
+/// The id of the spool in `dir`, created (and fsynced) on first use.
+#[cfg(feature = "postgres")]
+pub(crate) fn spool_id(dir: &Path) -> io::Result<String> {
+    let path = dir.join(SPOOL_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!("{nanos:x}-{:x}", std::process::id());
+    let tmp = dir.join(format!("{SPOOL_ID_FILE}.{id}.tmp"));
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(id.as_bytes())?;
+        file.sync_all()?;
+    }
+    // Rename, so a reader never sees a half-written id; a racing creator
+    // may win, so read back what stuck.
+    fs::rename(&tmp, &path)?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(fs::read_to_string(&path)?.trim().to_owned())
 }

@@ -40,7 +40,8 @@
 //!                           closed_at_ns, spool_segment, spool_offset
 //! callring_audit_duplicates (host_id, spool_segment, spool_offset) primary key;
 //!                           call_id, record ('event' or 'closed'), seq
-//! callring_ship_progress    host_id primary key; segment, offset, records, updated_at
+//! callring_ship_progress    host_id primary key; segment, offset, records, spool_id,
+//!                           updated_at
 //! ```
 //!
 //! # Outages
@@ -55,6 +56,11 @@
 //!
 //! One shipper per `host_id` at a time: it holds a session advisory lock
 //! for its host while connected ([`ShipError::HostBusy`] otherwise).
+//!
+//! The progress row belongs to one spool: the shipper names its archive
+//! directory with a random id (the file `spool.id`, created on first use)
+//! and resumes from the row only if the id matches. A host whose spool was
+//! replaced ships its new spool from the start.
 
 mod batch;
 mod sql;
@@ -69,8 +75,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::error::IoFailure;
+use super::error::{IoFailure, IoOp};
 use super::feed::Shared;
+use super::spool::spool_id;
 use super::{Archiver, SpoolPosition};
 use crate::call::Timestamp;
 use batch::{count_lines, next_batch, Batch, Next};
@@ -547,6 +554,13 @@ impl Shipper {
             );
         let shared = archiver.shared();
         let dir = archiver.dir().to_path_buf();
+        let spool_id = spool_id(&dir).map_err(|e| {
+            ShipError::Spool(IoFailure::new(
+                IoOp::Write,
+                dir.join(super::spool::SPOOL_ID_FILE),
+                &e,
+            ))
+        })?;
         let end = shared.spool_end.get().position;
         let status = Arc::new(Status {
             inner: Mutex::new(Inner {
@@ -575,6 +589,7 @@ impl Shipper {
             pg,
             config,
             dir: dir.clone(),
+            spool_id,
             shared: Arc::clone(&shared),
             status: Arc::clone(&status),
             control: rx,
@@ -721,6 +736,7 @@ struct Worker {
     pg: postgres::Config,
     config: ShipperConfig,
     dir: PathBuf,
+    spool_id: String,
     shared: Arc<Shared>,
     status: Arc<Status>,
     control: Receiver<Control>,
@@ -816,9 +832,6 @@ impl Worker {
             Ok(Control::Drain { until, deadline }) => self.drain = Some((until, deadline)),
             Err(_) => {}
         }
-        if self.conn.is_none() {
-            self.connect()?;
-        }
         let end = self.shared.spool_end.get();
         let limit = match self.drain {
             Some((until, _)) => until.min(end.position),
@@ -856,13 +869,19 @@ impl Worker {
                 }
             }
         }
+        // Connect after reading: while the server is down, the batch read
+        // tells how old the oldest unshipped record is. A connect that finds
+        // the progress row elsewhere drops the batch.
+        if self.conn.is_none() {
+            self.connect()?;
+        }
         let Some(batch) = self.pending.as_ref() else {
             return Ok(None);
         };
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        let outcome = conn.ship(&self.config.host_id, batch)?;
+        let outcome = conn.ship(&self.config.host_id, &self.spool_id, batch)?;
         let (records, bytes, end) = (batch.records(), batch.bytes, batch.end);
         self.position = end;
         self.pending = None;
@@ -888,7 +907,7 @@ impl Worker {
         self.status
             .update(|inner| inner.status.state = ShipState::Connecting);
         let mut conn = Connection::open(&self.pg, &self.config.host_id)?;
-        let progress = conn.progress(&self.config.host_id)?;
+        let progress = conn.progress(&self.config.host_id, &self.spool_id)?;
         let end = self.shared.spool_end.get();
         let backlog = count_lines(&self.dir, progress, end.position)?;
         if let Some(batch) = &self.pending {

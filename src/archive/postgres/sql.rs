@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS callring_ship_progress (
     segment    bigint      NOT NULL,
     "offset"   bigint      NOT NULL,
     records    bigint      NOT NULL DEFAULT 0,
+    spool_id   text,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 "#;
@@ -96,14 +97,15 @@ WHERE (c.spool_segment, c.spool_offset) <> ($2, t.off)
 ON CONFLICT DO NOTHING";
 
 const SAVE_PROGRESS: &str = r#"
-INSERT INTO callring_ship_progress (host_id, segment, "offset", records, updated_at)
-VALUES ($1, $2, $3, $4, now())
+INSERT INTO callring_ship_progress (host_id, segment, "offset", records, spool_id, updated_at)
+VALUES ($1, $2, $3, $4, $5, now())
 ON CONFLICT (host_id) DO UPDATE
 SET segment = EXCLUDED.segment, "offset" = EXCLUDED."offset",
-    records = callring_ship_progress.records + EXCLUDED.records, updated_at = now()"#;
+    records = callring_ship_progress.records + EXCLUDED.records,
+    spool_id = EXCLUDED.spool_id, updated_at = now()"#;
 
 const LOAD_PROGRESS: &str =
-    r#"SELECT segment, "offset" FROM callring_ship_progress WHERE host_id = $1"#;
+    r#"SELECT segment, "offset", spool_id FROM callring_ship_progress WHERE host_id = $1"#;
 
 /// Creates the tables if missing.
 pub(super) fn create_schema(client: &mut Client) -> Result<(), ShipError> {
@@ -172,17 +174,31 @@ impl Connection {
         })
     }
 
-    /// The host's progress row (the start of the spool if none).
-    pub(super) fn progress(&mut self, host_id: &str) -> Result<SpoolPosition, ShipError> {
+    /// The host's progress in spool `spool_id`: the start of the spool if
+    /// there is no progress row, or if it was written for another spool
+    /// (the host's archive directory was replaced).
+    pub(super) fn progress(
+        &mut self,
+        host_id: &str,
+        spool_id: &str,
+    ) -> Result<SpoolPosition, ShipError> {
         let row = self.client.query_opt(LOAD_PROGRESS, &[&host_id])?;
-        Ok(row.map_or_else(SpoolPosition::default, |row| {
-            position(row.get(0), row.get(1))
-        }))
+        Ok(match row {
+            Some(row) if row.get::<_, Option<&str>>(2) == Some(spool_id) => {
+                position(row.get(0), row.get(1))
+            }
+            _ => SpoolPosition::default(),
+        })
     }
 
     /// Inserts `batch` and moves the progress row past it, in one
     /// transaction.
-    pub(super) fn ship(&mut self, host_id: &str, batch: &Batch) -> Result<Outcome, ShipError> {
+    pub(super) fn ship(
+        &mut self,
+        host_id: &str,
+        spool_id: &str,
+        batch: &Batch,
+    ) -> Result<Outcome, ShipError> {
         let segment = int(batch.segment);
         let mut outcome = Outcome::default();
         let mut tx = self.client.transaction()?;
@@ -238,6 +254,7 @@ impl Connection {
                 &int(batch.end.segment),
                 &int(batch.end.offset),
                 &int(batch.records()),
+                &spool_id,
             ],
         )?;
         tx.commit()?;
