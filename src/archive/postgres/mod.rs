@@ -2,65 +2,8 @@
 //! local JSON Lines archive, the host's durable spool, into PostgreSQL,
 //! exactly once, and a verifier that checks the trails in SQL.
 //!
-//! # Exactly once
-//!
-//! The shipper reads only the spool's durable prefix
-//! ([`Archiver::durable_end`]): whole lines that no crash can take back. It
-//! ships them in batches, each in one transaction that
-//!
-//! 1. inserts the batch's events keyed `(host_id, call_id, seq)` and its
-//!    closed records keyed `(host_id, call_id)`, both with
-//!    `ON CONFLICT DO NOTHING`, and
-//! 2. moves the host's progress row `(host_id, segment, offset)` to the end
-//!    of the batch.
-//!
-//! Rows and progress commit together or not at all. On every (re)connect the
-//! shipper reads its position back from the progress row, never from its own
-//! memory: after a failed commit (a killed backend, a server restart, a
-//! SIGKILLed host) it resends from the last committed batch, and whatever of
-//! that batch did commit is absorbed by the keys. So every durable record
-//! reaches the database once, and a resend inserts nothing.
-//!
-//! A row that conflicts with one shipped from a *different* spool position
-//! is a real duplicate (the same seq twice in the spool, or two hosts
-//! configured with one `host_id`): it is recorded in
-//! `callring_audit_duplicates`, and [`verify_postgres`] reports its call as
-//! duplicated. The check runs only for batches that inserted fewer rows than
-//! they carry, so it costs nothing while shipping normally.
-//!
-//! # Tables
-//!
-//! Created if missing (under an advisory lock, so hosts starting together do
-//! not race):
-//!
-//! ```text
-//! callring_audit_events     (host_id, call_id, seq) primary key; at, at_ns, type,
-//!                           agent_id, details jsonb, reason, spool_segment, spool_offset
-//! callring_audit_calls      (host_id, call_id) primary key; issued, closed_at,
-//!                           closed_at_ns, spool_segment, spool_offset
-//! callring_audit_duplicates (host_id, spool_segment, spool_offset) primary key;
-//!                           call_id, record ('event' or 'closed'), seq
-//! callring_ship_progress    host_id primary key; segment, offset, records, spool_id,
-//!                           updated_at
-//! ```
-//!
-//! # Outages
-//!
-//! The shipper never blocks the local archive: it only reads files the
-//! archiver has fsynced. While PostgreSQL is unreachable the spool simply
-//! grows (the archiver keeps writing segments), the shipper retries with
-//! exponential backoff ([`ShipperConfig::retry_backoff`]), and
-//! [`Shipper::status`] shows the state, the last error and the lag in
-//! records and seconds. When the server is back it catches up from its
-//! progress row.
-//!
-//! One shipper per `host_id` at a time: it holds a session advisory lock
-//! for its host while connected ([`ShipError::HostBusy`] otherwise).
-//!
-//! The progress row belongs to one spool: the shipper names its archive
-//! directory with a random id (the file `spool.id`, created on first use)
-//! and resumes from the row only if the id matches. A host whose spool was
-//! replaced ships its new spool from the start.
+//! The design, the exactly-once argument and the tables are documented on
+//! [`Shipper`].
 
 mod batch;
 mod sql;
@@ -473,12 +416,71 @@ enum Control {
     Abort,
 }
 
-/// Ships one host's JSON Lines archive into PostgreSQL, exactly once (see
-/// the [module docs](self)).
+/// Ships one host's JSON Lines archive into PostgreSQL, exactly once.
 ///
 /// Start it on a running [`Archiver`]; it reads that archive's directory up
 /// to its durable end. Stop the archiver first and the shipper after, and
 /// [`stop`](Shipper::stop) ships everything.
+///
+/// # Exactly once
+///
+/// The shipper reads only the spool's durable prefix
+/// ([`Archiver::durable_end`]): whole lines that no crash can take back. It
+/// ships them in batches, each in one transaction that
+///
+/// 1. inserts the batch's events keyed `(host_id, call_id, seq)` and its
+///    closed records keyed `(host_id, call_id)`, both with
+///    `ON CONFLICT DO NOTHING`, and
+/// 2. moves the host's progress row `(host_id, segment, offset)` to the end
+///    of the batch.
+///
+/// Rows and progress commit together or not at all. On every (re)connect the
+/// shipper reads its position back from the progress row, never from its own
+/// memory: after a failed commit (a killed backend, a server restart, a
+/// SIGKILLed host) it resends from the last committed batch, and whatever of
+/// that batch did commit is absorbed by the keys. So every durable record
+/// reaches the database once, and a resend inserts nothing.
+///
+/// A row that conflicts with one shipped from a *different* spool position
+/// is a real duplicate (the same seq twice in the spool, or two hosts
+/// configured with one `host_id`): it is recorded in
+/// `callring_audit_duplicates`, and [`verify_postgres`] reports its call as
+/// duplicated. The check runs only for batches that inserted fewer rows than
+/// they carry, so it costs nothing while shipping normally.
+///
+/// # Tables
+///
+/// Created if missing (under an advisory lock, so hosts starting together do
+/// not race):
+///
+/// ```text
+/// callring_audit_events     (host_id, call_id, seq) primary key; at, at_ns, type,
+///                           agent_id, details jsonb, reason, spool_segment, spool_offset
+/// callring_audit_calls      (host_id, call_id) primary key; issued, closed_at,
+///                           closed_at_ns, spool_segment, spool_offset
+/// callring_audit_duplicates (host_id, spool_segment, spool_offset) primary key;
+///                           call_id, record ('event' or 'closed'), seq
+/// callring_ship_progress    host_id primary key; segment, offset, records, spool_id,
+///                           updated_at
+/// ```
+///
+/// # Outages
+///
+/// The shipper never blocks the local archive: it only reads files the
+/// archiver has fsynced. While PostgreSQL is unreachable the spool simply
+/// grows (the archiver keeps writing segments), the shipper retries with
+/// exponential backoff ([`ShipperConfig::retry_backoff`]), and
+/// [`Shipper::status`] shows the state, the last error and the lag in
+/// records and seconds. When the server is back it catches up from its
+/// progress row.
+///
+/// One shipper per `host_id` at a time: it holds a session advisory lock
+/// for its host while connected ([`ShipError::HostBusy`] otherwise).
+///
+/// The progress row belongs to one spool: the shipper names its archive
+/// directory with a random id (the file `spool.id`, created on first use)
+/// and resumes from the row only if the id matches. A host whose spool was
+/// replaced ships its new spool from the start.
 ///
 /// # Examples
 ///
