@@ -203,6 +203,40 @@ fn events_from_eight_threads_arrive_once_each() {
     assert_same(&verify(dir.path()).expect("local verify"), &sql);
 }
 
+/// The shipping rate on its own: a spool of `EVENTS` events written first,
+/// then shipped with nothing else running (the figure in the README).
+#[test]
+fn sustained_shipping_rate() {
+    let Some(url) = url("sustained_shipping_rate") else {
+        return;
+    };
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("archive");
+    let calls = log_events(&archiver, "c", EVENTS);
+    archiver.stop().expect("archive stops");
+    for batch in [1_000, 10_000] {
+        let host = host_id(&format!("rate{batch}"));
+        let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("archive");
+        let started = Instant::now();
+        let shipper = Shipper::start(&archiver, &url, quick_config(&host).batch_records(batch))
+            .expect("shipper");
+        shipper
+            .wait_shipped(Duration::from_secs(600))
+            .expect("caught up");
+        let secs = started.elapsed().as_secs_f64();
+        archiver.stop().expect("archive stops");
+        let stats = shipper.stop().expect("shipped");
+        assert_eq!(stats.records, EVENTS + calls);
+        println!(
+            "shipped a spool of {} records in {secs:.2} s: {:.0} rows/s \
+             (batches of {batch}, one connection, server on this machine)",
+            stats.records,
+            stats.records as f64 / secs
+        );
+    }
+}
+
 #[test]
 fn a_resent_spool_inserts_nothing() {
     let Some(url) = url("a_resent_spool_inserts_nothing") else {
@@ -524,24 +558,28 @@ fn shipping_child() {
                     let call = CallState::builder(&id)
                         .audit_archive(archiver.sink(&id))
                         .build();
+                    // About 20 ms per call, so calls are live at the kill.
                     for _ in 0..100 {
                         call.log_event(&AuditEventType::ToolInvoked, None, &Details::new())
                             .expect("archived");
+                        thread::sleep(Duration::from_micros(200));
                     }
                     let _ = call.end();
-                    thread::sleep(Duration::from_millis(1));
                 }
             });
         }
     });
 }
 
+/// The host's progress row; `None` also while the first shipper has not
+/// created the tables yet.
 fn progress(db: &mut postgres::Client, host: &str) -> Option<(i64, i64)> {
     db.query_opt(
         "SELECT segment, \"offset\" FROM callring_ship_progress WHERE host_id = $1",
         &[&host],
     )
-    .expect("query")
+    .ok()
+    .flatten()
     .map(|row| (row.get(0), row.get(1)))
 }
 
@@ -624,12 +662,22 @@ fn a_sigkilled_shipper_resumes_from_its_progress_row() {
     let shipper = Shipper::start(&archiver, &url, quick_config(&host)).expect("shipper");
     archiver.stop().expect("archive stops");
     let stats = shipper.stop().expect("shipped");
+    println!(
+        "3 SIGKILLed shipping processes; the restart resumed at segment {}, byte {} \
+         ({} records already in the database) and shipped the {pending} after it: {stats:?}",
+        at.0, at.1, rows
+    );
     assert_eq!(stats.records, pending, "{stats:?}");
     assert_eq!((stats.already_present, stats.duplicates), (0, 0));
 
     let local = verify(&spool).expect("local verify");
     let sql = verify_postgres(&url, &host).expect("verified");
-    assert!(local.open > 0 && local.complete > 0, "{local}");
+    assert!(
+        local.open > 0 && local.complete > 0,
+        "{} open, {} complete",
+        local.open,
+        local.complete
+    );
     assert_same(&local, &sql);
     assert!(sql
         .calls
