@@ -1,6 +1,9 @@
 //! The durable audit archive: an append-only, segmented JSON Lines archive
 //! with group commit, a durable watermark and a verifier (and, with the
-//! `sqlite` feature, an SQLite table).
+//! `sqlite` feature, an SQLite table). With the `postgres` feature a
+//! `Shipper` ships the archive, as the host's durable spool, into a
+//! PostgreSQL database shared by a fleet, exactly once, and
+//! `verify_postgres` checks it there.
 //!
 //! The compliance rule this serves: an audit event must be persisted before
 //! it leaves memory. A call built with
