@@ -189,13 +189,21 @@ fn parse(
             break;
         }
         let start = offset;
-        offset += line.len() as u64;
         let body = &line[..line.len() - 1];
-        let record = parse_line(body).map_err(|e| ShipError::CorruptSpool {
-            file: path.to_path_buf(),
-            offset: start,
-            reason: e.to_string(),
-        })?;
+        let record = match parse_line(body) {
+            Ok(record) => record,
+            // Ship the whole lines before it first; the next read starts at
+            // the corrupt line and reports it.
+            Err(_) if batch.records() > 0 => break,
+            Err(e) => {
+                return Err(ShipError::CorruptSpool {
+                    file: path.to_path_buf(),
+                    offset: start,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        offset += line.len() as u64;
         match record {
             ArchiveLine::Event(r) => {
                 batch.oldest.get_or_insert(r.at);
@@ -259,4 +267,125 @@ pub(super) fn count_lines(
         at = SpoolPosition::new(at.segment + 1, 0);
     }
     Ok(count)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn event(call: &str, seq: u64) -> String {
+        format!(
+            "{{\"v\":2,\"call_id\":\"{call}\",\"seq\":{seq},\"at\":\"2025-11-25T09:30:00Z\",\
+             \"type\":\"tool_invoked\",\"agent_id\":null,\"details\":{{}},\"reason\":\"logged\"}}\n"
+        )
+    }
+
+    fn closed(call: &str, issued: u64) -> String {
+        format!(
+            "{{\"v\":2,\"call_id\":\"{call}\",\"record\":\"closed\",\"issued\":{issued},\
+             \"at\":\"2025-11-25T09:31:00Z\"}}\n"
+        )
+    }
+
+    fn batch(next: Next) -> Box<Batch> {
+        match next {
+            Next::Batch(batch) => batch,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_whole_lines_up_to_the_durable_end_and_one_segment_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let one = format!("{}{}{}", event("a", 0), event("a", 1), closed("a", 2));
+        // Segment 2: one durable line, then a line the archiver has written
+        // but not yet fsynced (beyond the durable end).
+        let two = format!("{}{}", event("b", 0), event("b", 1));
+        std::fs::write(dir.path().join(segment_name(1)), &one).expect("written");
+        std::fs::write(dir.path().join(segment_name(2)), &two).expect("written");
+        let durable = event("b", 0).len() as u64;
+        let end = SpoolPosition::new(2, durable);
+
+        let first = batch(
+            next_batch(dir.path(), SpoolPosition::default(), end, 100, 1 << 20).expect("reads"),
+        );
+        assert_eq!(first.segment, 1);
+        assert_eq!(first.events.seq, [0, 1]);
+        assert_eq!(first.closed.issued, [2]);
+        assert_eq!(first.end, SpoolPosition::new(1, one.len() as u64));
+        assert_eq!(first.events.offset, [0, event("a", 0).len() as i64]);
+
+        let second = batch(next_batch(dir.path(), first.end, end, 100, 1 << 20).expect("reads"));
+        assert_eq!((second.segment, second.records()), (2, 1));
+        assert_eq!(second.end, end);
+        match next_batch(dir.path(), second.end, end, 100, 1 << 20).expect("reads") {
+            Next::CaughtUp(at) => assert_eq!(at, end),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            count_lines(dir.path(), SpoolPosition::default(), end).expect("counts"),
+            4
+        );
+        assert_eq!(count_lines(dir.path(), first.end, end).expect("counts"), 1);
+    }
+
+    #[test]
+    fn batches_respect_the_record_and_byte_limits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lines: String = (0..10).map(|s| event("a", s)).collect();
+        std::fs::write(dir.path().join(segment_name(1)), &lines).expect("written");
+        let end = SpoolPosition::new(2, 0);
+        let by_records = batch(
+            next_batch(dir.path(), SpoolPosition::new(1, 0), end, 3, 1 << 20).expect("reads"),
+        );
+        assert_eq!(by_records.events.seq, [0, 1, 2]);
+        // A byte limit shorter than one line still reads that line whole.
+        let by_bytes = batch(next_batch(dir.path(), by_records.end, end, 100, 10).expect("reads"));
+        assert_eq!(by_bytes.events.seq, [3]);
+    }
+
+    #[test]
+    fn skips_missing_segments_and_torn_fragments_of_old_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Segment 1 is gone (retention); segment 2 ends in a fragment a
+        // crash left; segment 4 follows (3 was never written).
+        std::fs::write(
+            dir.path().join(segment_name(2)),
+            format!("{}{{\"v\":2,\"call", event("a", 0)),
+        )
+        .expect("written");
+        std::fs::write(dir.path().join(segment_name(4)), event("a", 1)).expect("written");
+        let end = SpoolPosition::new(5, 0);
+        let first = batch(
+            next_batch(dir.path(), SpoolPosition::default(), end, 100, 1 << 20).expect("reads"),
+        );
+        assert_eq!((first.segment, first.events.seq.clone()), (2, vec![0]));
+        let second = batch(next_batch(dir.path(), first.end, end, 100, 1 << 20).expect("reads"));
+        assert_eq!((second.segment, second.events.seq.clone()), (4, vec![1]));
+        assert!(matches!(
+            next_batch(dir.path(), second.end, end, 100, 1 << 20).expect("reads"),
+            Next::CaughtUp(_)
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_durable_line_is_an_error_naming_its_offset() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = event("a", 0);
+        std::fs::write(
+            dir.path().join(segment_name(1)),
+            format!("{good}not json\n"),
+        )
+        .expect("written");
+        let end = SpoolPosition::new(2, 0);
+        // The good line before it is shipped; the read after stops there.
+        let first = batch(
+            next_batch(dir.path(), SpoolPosition::default(), end, 100, 1 << 20).expect("reads"),
+        );
+        assert_eq!(first.events.seq, [0]);
+        match next_batch(dir.path(), first.end, end, 100, 1 << 20) {
+            Err(ShipError::CorruptSpool { offset, .. }) => assert_eq!(offset, good.len() as u64),
+            other => panic!("{other:?}"),
+        }
+    }
 }

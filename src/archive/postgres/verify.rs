@@ -207,3 +207,71 @@ fn report(t: Trail) -> CallReport {
     }
     .judged()
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// What the SQL queries would find for `seqs` (each once in the table;
+    /// repeats are the duplicates the shipper recorded) and a closed record.
+    fn trail(seqs: &[u64], issued: Option<u64>) -> Trail {
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        let mut distinct = sorted.clone();
+        distinct.dedup();
+        let mut duplicate_seqs = sorted.clone();
+        for s in &distinct {
+            let at = duplicate_seqs.iter().position(|x| x == s).expect("present");
+            duplicate_seqs.remove(at);
+        }
+        let mut gaps = Vec::new();
+        let mut prev: i64 = -1;
+        for &s in &distinct {
+            if s as i64 > prev + 1 {
+                gaps.push(SeqRange {
+                    first: (prev + 1) as u64,
+                    last: s - 1,
+                });
+            }
+            prev = s as i64;
+        }
+        Trail {
+            events: distinct.len() as u64,
+            first: distinct.first().copied().unwrap_or(0),
+            last: distinct.last().copied().unwrap_or(0),
+            logged: seqs.len() as u64,
+            drained: 0,
+            gaps,
+            issued,
+            beyond: issued.map_or_else(Vec::new, |n| {
+                distinct.iter().copied().filter(|&s| s >= n).collect()
+            }),
+            duplicate_seqs,
+            duplicate_closed: 0,
+        }
+    }
+
+    #[test]
+    fn the_sql_report_follows_the_local_verifiers_rules() {
+        let cases: &[(&[u64], Option<u64>)] = &[
+            (&[0, 1, 2, 3], Some(4)),
+            (&[0, 1, 2, 3], None),
+            (&[3, 5, 9], None),
+            (&[3, 5, 9], Some(12)),
+            (&[0, 1, 2, 7], Some(5)),
+            (&[0], Some(6)),
+            (&[], Some(0)),
+            (&[], Some(3)),
+            (&[0, 1, 1, 2, 2, 2, 4], Some(5)),
+        ];
+        for &(seqs, issued) in cases {
+            let local = CallReport::from_seqs(
+                seqs.to_vec(),
+                &issued.into_iter().collect::<Vec<_>>(),
+                seqs.len() as u64,
+                0,
+            );
+            assert_eq!(report(trail(seqs, issued)), local, "{seqs:?} {issued:?}");
+        }
+    }
+}
