@@ -7,6 +7,7 @@
 //! with a copy that has the call added or removed (arc-swap's `rcu`), so the
 //! copying cost is a shard's share of the live calls, not all of them.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -26,6 +27,10 @@ type Map = HashMap<Arc<str>, Arc<CallState>>;
 
 /// Makes a call's sinks, given its id.
 type SinkFactory<T> = Box<dyn Fn(&str) -> Box<dyn Sink<T>> + Send + Sync>;
+/// Makes a call's eviction-mode audit sink, and the archive behind it if it
+/// is an archive's sink (for the closed record).
+type AuditSinkFactory =
+    Box<dyn Fn(&str) -> (Box<dyn Sink<AuditEvent>>, Option<ArchiveSink>) + Send + Sync>;
 /// Makes a call's write-through archive sink, given its id.
 type ArchiveFactory = Box<dyn Fn(&str) -> ArchiveSink + Send + Sync>;
 
@@ -33,7 +38,7 @@ type ArchiveFactory = Box<dyn Fn(&str) -> ArchiveSink + Send + Sync>;
 enum AuditOut {
     None,
     Archive(ArchiveFactory),
-    Sink(SinkFactory<AuditEvent>),
+    Sink(AuditSinkFactory),
 }
 
 /// A call [`CallRegistry::end`] ended: its final summary, what `end` did,
@@ -212,8 +217,10 @@ impl CallRegistryBuilder {
         mut self,
         make: impl Fn(&str) -> S + Send + Sync + 'static,
     ) -> Self {
-        self.audit = AuditOut::Sink(Box::new(move |id: &str| -> Box<dyn Sink<AuditEvent>> {
-            Box::new(make(id))
+        self.audit = AuditOut::Sink(Box::new(move |id: &str| {
+            let sink = make(id);
+            let archive = (&sink as &dyn Any).downcast_ref::<ArchiveSink>().cloned();
+            (Box::new(sink) as Box<dyn Sink<AuditEvent>>, archive)
         }));
         self
     }
@@ -281,7 +288,10 @@ impl CallRegistry {
         match &self.audit {
             AuditOut::None => {}
             AuditOut::Archive(make) => builder = builder.audit_archive(make(call_id)),
-            AuditOut::Sink(make) => builder = builder.audit_sink(make(call_id)),
+            AuditOut::Sink(make) => {
+                let (sink, archive) = make(call_id);
+                builder = builder.eviction_sink(sink, archive);
+            }
         }
         if let Some(make) = &self.notes_sink {
             builder = builder.notes_sink(make(call_id));

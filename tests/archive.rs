@@ -203,11 +203,11 @@ fn an_ended_call_is_complete_in_the_archive_alone() {
 }
 
 /// Eviction mode (any `Sink`, here the archive's): events reach the archive
-/// as they leave the ring and at end, the newest `max_audit` drained; no
-/// closed record is written, so `verify` reports the call open, not
-/// complete.
+/// as they leave the ring and at end, the newest `max_audit` drained, then
+/// the closed record (the sink is an archive's); until `end` the trail is
+/// only in memory, and a call without the closed record verifies open.
 #[test]
-fn eviction_mode_hands_over_at_eviction_and_end_and_stays_open() {
+fn eviction_mode_hands_over_at_eviction_and_end() {
     let dir = tempfile::tempdir().expect("temp dir");
     let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("starts");
     let c = evicting_call("evicting", 7, &archiver);
@@ -222,12 +222,20 @@ fn eviction_mode_hands_over_at_eviction_and_end_and_stays_open() {
             notes_drained: 0,
             audit_drained: 7,
             audit_refused: 0,
-            closed_record: false,
+            closed_record: true,
         }
     );
+    let open = evicting_call("never-ended", 7, &archiver);
+    open.log_event(&AuditEventType::CallStarted, None, &details(0, 0))
+        .expect("live call");
     archiver.stop().expect("clean stop");
     let mut reasons = Vec::new();
-    let report = read_archive(dir.path(), |r| reasons.push((r.seq, r.reason))).expect("verifies");
+    let report = read_archive(dir.path(), |r| {
+        if r.call_id == "evicting" {
+            reasons.push((r.seq, r.reason));
+        }
+    })
+    .expect("verifies");
     reasons.sort_unstable_by_key(|&(seq, _)| seq);
     for (seq, reason) in reasons {
         let want = if seq >= 13 {
@@ -240,9 +248,12 @@ fn eviction_mode_hands_over_at_eviction_and_end_and_stays_open() {
     let trail = &report.calls["evicting"];
     assert_eq!(
         (trail.status, trail.events, trail.drained),
-        (CallStatus::Open, 20, 7)
+        (CallStatus::Complete, 20, 7)
     );
-    assert!(report.is_ok() && !report.is_complete(), "{report}");
+    // Still live when the archive stopped: its one event never left the
+    // ring, so the archive has nothing of it.
+    assert!(!report.calls.contains_key("never-ended"));
+    assert!(report.is_ok() && report.is_complete(), "{report}");
 }
 
 /// With the archiver stopped before the call ends (the wrong shutdown
@@ -482,4 +493,92 @@ fn sqlite_archive_holds_every_event_once() {
         .collect::<Result<_, _>>()
         .expect("rows");
     assert_eq!(closed, [("call-0".to_owned(), n), ("call-1".to_owned(), n)]);
+}
+
+/// A database made before write-through (its `reason` check refuses
+/// `logged`) is migrated at start, keeping its rows.
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_tables_from_before_write_through_are_migrated() {
+    use callring::archive::SqliteArchiver;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.sqlite");
+    {
+        let db = rusqlite::Connection::open(&path).expect("opens");
+        db.execute_batch(
+            "CREATE TABLE audit_events (
+                call_id TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL,
+                type TEXT NOT NULL, agent_id TEXT, details TEXT NOT NULL,
+                reason TEXT NOT NULL CHECK (reason IN ('evicted', 'drained')),
+                PRIMARY KEY (call_id, seq)) WITHOUT ROWID;
+             INSERT INTO audit_events VALUES
+                ('old', 0, '2025-11-25T09:30:00Z', 'call_started', NULL, '{}', 'drained');",
+        )
+        .expect("old schema");
+    }
+    let archiver = SqliteArchiver::start(&path, ArchiveConfig::default()).expect("migrates");
+    let call = CallState::builder("new")
+        .audit_archive(archiver.sink("new"))
+        .build();
+    call.log_event(&AuditEventType::CallStarted, None, &Details::new())
+        .expect("archived");
+    let _ = call.end();
+    let stats = archiver.stop().expect("clean stop");
+    assert_eq!((stats.synced, stats.errors), (2, 0));
+    let db = rusqlite::Connection::open(&path).expect("opens");
+    let reasons: Vec<(String, String)> = db
+        .prepare("SELECT call_id, reason FROM audit_events ORDER BY call_id")
+        .expect("prepares")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("queries")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        reasons,
+        [
+            ("new".to_owned(), "logged".to_owned()),
+            ("old".to_owned(), "drained".to_owned())
+        ]
+    );
+}
+
+/// A registry whose eviction sink is an archive's: `end` writes the closed
+/// record after the drained events, so the call verifies complete.
+#[test]
+fn a_registry_with_an_archive_as_eviction_sink_closes_its_calls() {
+    use callring::host::CallRegistry;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archiver = Arc::new(Archiver::start(dir.path(), ArchiveConfig::default()).expect("starts"));
+    let registry = {
+        let archiver = Arc::clone(&archiver);
+        CallRegistry::builder()
+            .limits(|_| Limits::new(10, 3))
+            .audit_sink(move |id| archiver.sink(id))
+            .build()
+    };
+    let call = registry.start("r", "default").expect("new call");
+    for i in 0..8 {
+        call.log_event(&AuditEventType::ToolInvoked, None, &details(0, i))
+            .expect("live call");
+    }
+    drop(call);
+    let ended = registry.end("r").expect("live");
+    assert!(matches!(
+        ended.outcome,
+        EndOutcome::Ended {
+            audit_drained: 3,
+            closed_record: true,
+            ..
+        }
+    ));
+    drop(registry);
+    Arc::try_unwrap(archiver)
+        .expect("no other handle")
+        .stop()
+        .expect("clean stop");
+    let report = verify(dir.path()).expect("verifies");
+    assert_eq!(report.calls["r"].status, CallStatus::Complete);
 }

@@ -26,6 +26,32 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// An eviction sink whose first hand-off says it has started (`entered`)
+/// and then blocks until `release`; it records the seqs it took in `trail`.
+#[derive(Clone, Default)]
+struct BlockingSink {
+    trail: Arc<Mutex<Vec<u64>>>,
+    entered: Arc<AtomicBool>,
+    release: Arc<AtomicBool>,
+}
+
+impl BlockingSink {
+    fn sink(&self) -> impl Fn(Evicted<AuditEvent>) + Send + Sync + 'static {
+        let this = self.clone();
+        move |e: Evicted<AuditEvent>| {
+            this.entered.store(true, Ordering::SeqCst);
+            while !this.release.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(1));
+            }
+            this.trail.lock().expect("not poisoned").push(e.value.seq);
+        }
+    }
+
+    fn taken(&self) -> usize {
+        self.trail.lock().expect("not poisoned").len()
+    }
+}
+
 /// A second `end` racing the first returns only once the first has handed
 /// the whole trail over. Before, it returned `AlreadyEnded` at once, while
 /// the first was still draining, so a handler that ended and then flushed
@@ -33,24 +59,12 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
 #[test]
 fn a_second_end_waits_for_the_first_to_finish() {
     const EVENTS: u64 = 6;
-    let trail: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let entered = Arc::new(AtomicBool::new(false));
-    let release = Arc::new(AtomicBool::new(false));
-    let sink = {
-        let (trail, entered, release) = (trail.clone(), entered.clone(), release.clone());
-        move |e: Evicted<AuditEvent>| {
-            // The drain's first hand-off blocks until the test releases it.
-            entered.store(true, Ordering::SeqCst);
-            while !release.load(Ordering::SeqCst) {
-                thread::sleep(Duration::from_millis(1));
-            }
-            trail.lock().expect("not poisoned").push(e.value.seq);
-        }
-    };
+    // The drain's first hand-off blocks until the test releases it.
+    let blocking = BlockingSink::default();
     let call = Arc::new(
         CallState::builder("c")
             .limits(Limits::new(10, 10).expect("valid"))
-            .audit_sink(sink)
+            .audit_sink(blocking.sink())
             .build(),
     );
     for _ in 0..EVENTS {
@@ -62,14 +76,14 @@ fn a_second_end_waits_for_the_first_to_finish() {
         move || call.end()
     });
     wait_for("the first end to be draining", || {
-        entered.load(Ordering::SeqCst)
+        blocking.entered.load(Ordering::SeqCst)
     });
     let second = thread::spawn({
-        let (call, trail) = (call.clone(), trail.clone());
+        let (call, blocking) = (call.clone(), blocking.clone());
         move || {
             let outcome = call.end();
             // What the archive holds the moment the second end returns.
-            (outcome, trail.lock().expect("not poisoned").len() as u64)
+            (outcome, blocking.taken() as u64)
         }
     });
     // Give a wrong second end every chance to return early.
@@ -77,7 +91,7 @@ fn a_second_end_waits_for_the_first_to_finish() {
     while !second.is_finished() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
     }
-    release.store(true, Ordering::SeqCst);
+    blocking.release.store(true, Ordering::SeqCst);
     let (outcome, seen) = second.join().expect("second end");
     assert_eq!(outcome, EndOutcome::AlreadyEnded);
     assert_eq!(
@@ -244,23 +258,12 @@ fn racing_registry_ends_both_wait_for_the_trail() {
     use callring::host::{CallRegistry, RegistryError};
 
     const EVENTS: usize = 5;
-    let trail: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let entered = Arc::new(AtomicBool::new(false));
-    let release = Arc::new(AtomicBool::new(false));
+    let blocking = BlockingSink::default();
     let registry = Arc::new({
-        let (trail, entered, release) = (trail.clone(), entered.clone(), release.clone());
+        let blocking = blocking.clone();
         CallRegistry::builder()
             .limits(|_| Limits::new(10, 10))
-            .audit_sink(move |_id| {
-                let (trail, entered, release) = (trail.clone(), entered.clone(), release.clone());
-                move |e: Evicted<AuditEvent>| {
-                    entered.store(true, Ordering::SeqCst);
-                    while !release.load(Ordering::SeqCst) {
-                        thread::sleep(Duration::from_millis(1));
-                    }
-                    trail.lock().expect("not poisoned").push(e.value.seq);
-                }
-            })
+            .audit_sink(move |_id| blocking.sink())
             .build()
     });
     let call = registry.start("c", "default").expect("new call");
@@ -268,22 +271,22 @@ fn racing_registry_ends_both_wait_for_the_trail() {
         call.log_event(&AuditEventType::ToolInvoked, None, &Details::new())
             .expect("live call");
     }
-    let ender = |registry: Arc<CallRegistry>, trail: Arc<Mutex<Vec<u64>>>| {
+    let ender = |registry: Arc<CallRegistry>, blocking: BlockingSink| {
         thread::spawn(move || {
             let result = registry.end("c");
-            (result, trail.lock().expect("not poisoned").len())
+            (result, blocking.taken())
         })
     };
-    let first = ender(registry.clone(), trail.clone());
+    let first = ender(registry.clone(), blocking.clone());
     wait_for("the first end to be draining", || {
-        entered.load(Ordering::SeqCst)
+        blocking.entered.load(Ordering::SeqCst)
     });
-    let second = ender(registry.clone(), trail.clone());
+    let second = ender(registry.clone(), blocking.clone());
     let deadline = Instant::now() + Duration::from_millis(200);
     while !second.is_finished() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
     }
-    release.store(true, Ordering::SeqCst);
+    blocking.release.store(true, Ordering::SeqCst);
     let results = [first.join().expect("first"), second.join().expect("second")];
     for (_, seen) in &results {
         assert_eq!(

@@ -450,3 +450,49 @@ fn end_racing_agents_leaves_no_gap_in_the_trail() {
         assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>(), "no gap");
     }
 }
+
+/// The shared rendering is never stale: readers hammering
+/// `all_notes_shared` while agents append end up, once the agents are done,
+/// with exactly the retained notes, and a reader that overlapped an append
+/// never pins a rendering that lacks it.
+#[test]
+fn shared_notes_rendering_is_never_stale() {
+    use std::sync::atomic::AtomicBool;
+    let rounds = if cfg!(debug_assertions) { 20 } else { 200 };
+    for _ in 0..rounds {
+        let call = CallState::new("c", Limits::new(50, 10).expect("valid"));
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !done.load(Ordering::Relaxed) {
+                        let _ = call.all_notes_shared();
+                    }
+                });
+            }
+            let writers: Vec<_> = (0..3)
+                .map(|t| {
+                    let call = &call;
+                    s.spawn(move || {
+                        for i in 0..40 {
+                            call.append_note(&format!("w{t} n{i}")).expect("live call");
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().expect("writer");
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+        let expected: Vec<String> = call.notes().into_iter().map(|n| n.text).collect();
+        assert_eq!(expected.len(), 50);
+        let shared = call.all_notes_shared();
+        let got: Vec<&str> = shared
+            .lines()
+            .map(|l| l.split_once("] ").expect("prefixed").1)
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(call.all_notes(), &*shared);
+    }
+}

@@ -413,14 +413,36 @@ impl Shared {
     }
 }
 
-/// The sink for one call's audit ring: hands evicted and drained events to an
-/// archiver through its bounded channel.
+/// One call's way into an archiver: its bounded channel, tagged with the
+/// call's id.
 ///
-/// From [`Archiver::sink`](super::Archiver::sink). A full channel makes the
-/// ring writer wait ([`Delivery::AfterWaiting`], counted by the ring as
-/// `sink_waits` and by the archiver); nothing is dropped. Once the archiver is
-/// stopping, events are refused and the ring keeps them
-/// ([`Ring::take_refused`](crate::Ring::take_refused)).
+/// From [`Archiver::sink`](super::Archiver::sink). Give it to
+/// [`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)
+/// and every event is written through as it is logged, with a closed record
+/// at the end of the call. It is also a [`Sink`] for the ring's eviction mode
+/// ([`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink)),
+/// which hands events over only as they leave the ring. Either way a full
+/// channel makes the caller wait (counted in
+/// [`ArchiveStats::sink_waits`]); nothing is dropped. Once the archiver is
+/// stopping, records are refused back: `log_event` reports
+/// [`CallError::NotArchived`](crate::call::CallError::NotArchived) and the
+/// call keeps the event.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{ArchiveConfig, Archiver};
+/// use callring::call::CallState;
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+/// let sink = archiver.sink("call-9");
+/// assert_eq!(sink.call_id(), "call-9");
+/// let call = CallState::builder("call-9").audit_archive(sink).build();
+/// assert!(call.writes_through());
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ArchiveSink {
     call_id: Arc<str>,
@@ -449,6 +471,32 @@ impl ArchiveSink {
     #[must_use]
     pub fn call_id(&self) -> &str {
         &self.call_id
+    }
+
+    /// A sink of the same archiver for another call: what
+    /// [`Archiver::sink`](super::Archiver::sink) returns, for code that
+    /// keeps a sink rather than the archiver (after the archiver stops, its
+    /// sinks refuse every record).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let template = archiver.sink("template");
+    /// assert_eq!(template.for_call("call-2").call_id(), "call-2");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn for_call(&self, call_id: &str) -> ArchiveSink {
+        Self::new(
+            Arc::from(call_id),
+            self.tx.clone(),
+            Arc::clone(&self.shared),
+        )
     }
 }
 

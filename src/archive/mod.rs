@@ -33,9 +33,9 @@
 //!
 //! An `ArchiveSink` is also a [`Sink`](crate::Sink) for the ring's eviction
 //! mode ([`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink)):
-//! events are then handed over only as they leave the ring, and no closed
-//! record is written, so until a call ends its trail is only in memory and
-//! `verify` reports it open.
+//! events are then handed over only as they leave the ring (evicted, or
+//! drained at the end, followed by the closed record), so until a call ends
+//! most of its trail is only in memory.
 //!
 //! # On disk
 //!

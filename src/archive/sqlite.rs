@@ -18,7 +18,10 @@ use super::record::Origin;
 use super::worker::{decode_logged, Backend, Core, Entry};
 use crate::call::AuditEventType;
 
-const SCHEMA: &str = "
+/// The events table, as created now (also by the migration below).
+macro_rules! events_table {
+    () => {
+        "
 CREATE TABLE IF NOT EXISTS audit_events (
     call_id  TEXT    NOT NULL,
     seq      INTEGER NOT NULL,
@@ -29,33 +32,32 @@ CREATE TABLE IF NOT EXISTS audit_events (
     reason   TEXT    NOT NULL CHECK (reason IN ('logged', 'evicted', 'drained')),
     PRIMARY KEY (call_id, seq)
 ) WITHOUT ROWID;
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    events_table!(),
+    "
 CREATE TABLE IF NOT EXISTS audit_calls (
     call_id   TEXT    NOT NULL PRIMARY KEY,
     issued    INTEGER NOT NULL,
     closed_at TEXT    NOT NULL
 ) WITHOUT ROWID;
-";
+"
+);
 
 /// The `reason` check of tables made before write-through (`logged`).
 const OLD_REASON_CHECK: &str = "CHECK (reason IN ('evicted', 'drained'))";
 
 /// Rebuilds an `audit_events` table made before write-through, whose
 /// `reason` check refuses `logged` rows, keeping every row.
-const MIGRATE: &str = "
-ALTER TABLE audit_events RENAME TO audit_events_v1;
-CREATE TABLE audit_events (
-    call_id  TEXT    NOT NULL,
-    seq      INTEGER NOT NULL,
-    at       TEXT    NOT NULL,
-    type     TEXT    NOT NULL,
-    agent_id TEXT,
-    details  TEXT    NOT NULL,
-    reason   TEXT    NOT NULL CHECK (reason IN ('logged', 'evicted', 'drained')),
-    PRIMARY KEY (call_id, seq)
-) WITHOUT ROWID;
-INSERT INTO audit_events SELECT * FROM audit_events_v1;
-DROP TABLE audit_events_v1;
-";
+const MIGRATE: &str = concat!(
+    "ALTER TABLE audit_events RENAME TO audit_events_v1;",
+    events_table!(),
+    "INSERT INTO audit_events SELECT * FROM audit_events_v1;
+DROP TABLE audit_events_v1;"
+);
 
 const INSERT_CLOSED: &str = "
 INSERT INTO audit_calls (call_id, issued, closed_at) VALUES (?1, ?2, ?3)

@@ -1,9 +1,11 @@
 //! `CallState`: one call's notes and audit trail, shared by its agent threads.
 
+use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::SegQueue;
 
 use super::audit::{AuditEvent, AuditEventType, AuditRecord, Details, EncodedEvent};
@@ -191,7 +193,8 @@ pub enum EndOutcome {
 ///   when it is evicted.
 /// - **on eviction** ([`audit_sink`](CallStateBuilder::audit_sink), any
 ///   [`Sink`]): an event is handed over when a newer one overwrites it, and
-///   at `end` what is left is drained. Until then it lives only in memory.
+///   at `end` what is left is drained (then, for an archive's sink, the
+///   closed record). Until then it lives only in memory.
 ///
 /// # Examples
 ///
@@ -237,12 +240,34 @@ pub struct CallState {
     gate: Gate,
     /// Write-through archive, if any.
     archive: Option<ArchiveSink>,
+    /// The archive behind the eviction sink, if it is one (closed record).
+    evicts_to_archive: Option<ArchiveSink>,
     /// Events the archive refused, kept until taken.
     refused_audit: SegQueue<AuditEvent>,
     audit_written: Counter,
     audit_refused: Counter,
     /// Opened when the `end` that shut the gate has finished.
     ended: Latch,
+    /// The last complete rendering of the notes (see `all_notes_shared`).
+    /// Only readers touch it; appends never do.
+    notes_cache: ArcSwapOption<RenderedNotes>,
+}
+
+/// All notes rendered at a given ticket count of the notes ring.
+#[derive(Debug)]
+struct RenderedNotes {
+    tickets: u64,
+    text: Arc<str>,
+}
+
+/// Opens the latch when dropped, so an `end` that panics still releases the
+/// `end`s waiting for it.
+struct OpenOnDrop<'a>(&'a Latch);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
 }
 
 impl fmt::Debug for CallState {
@@ -282,6 +307,9 @@ pub struct CallStateBuilder {
     limits: Limits,
     audit_archive: Option<ArchiveSink>,
     audit_sink: Option<Box<dyn Sink<AuditEvent>>>,
+    /// An archive's sink given as the eviction sink: the closed record goes
+    /// there too.
+    evicts_to_archive: Option<ArchiveSink>,
     notes_sink: Option<Box<dyn Sink<Note>>>,
     clock: Box<dyn Clock>,
     zone: TimeZoneChoice,
@@ -331,6 +359,7 @@ impl CallStateBuilder {
     pub fn audit_archive(mut self, sink: ArchiveSink) -> Self {
         self.audit_archive = Some(sink);
         self.audit_sink = None;
+        self.evicts_to_archive = None;
         self
     }
 
@@ -339,8 +368,22 @@ impl CallStateBuilder {
     /// mode). Until then an event lives only in memory, so for an archive of
     /// record use [`audit_archive`](CallStateBuilder::audit_archive), which
     /// this replaces. Without either, evicted events are dropped (counted).
-    pub fn audit_sink(mut self, sink: impl Sink<AuditEvent> + 'static) -> Self {
-        self.audit_sink = Some(Box::new(sink));
+    /// Given an archive's [`ArchiveSink`], `end` also writes the call's
+    /// closed record there, after the drained events.
+    pub fn audit_sink<S: Sink<AuditEvent> + 'static>(self, sink: S) -> Self {
+        let archive = (&sink as &dyn Any).downcast_ref::<ArchiveSink>().cloned();
+        self.eviction_sink(Box::new(sink), archive)
+    }
+
+    /// [`audit_sink`](CallStateBuilder::audit_sink) for a sink already boxed
+    /// (by the registry), with the archive it hands to, if it is one.
+    pub(crate) fn eviction_sink(
+        mut self,
+        sink: Box<dyn Sink<AuditEvent>>,
+        archive: Option<ArchiveSink>,
+    ) -> Self {
+        self.audit_sink = Some(sink);
+        self.evicts_to_archive = archive;
         self.audit_archive = None;
         self
     }
@@ -391,10 +434,12 @@ impl CallStateBuilder {
             audit: audit.build().expect("validated limits build a ring"),
             gate: Gate::new(),
             archive: self.audit_archive,
+            evicts_to_archive: self.evicts_to_archive,
             refused_audit: SegQueue::new(),
             audit_written: Counter::new(0),
             audit_refused: Counter::new(0),
             ended: Latch::new(),
+            notes_cache: ArcSwapOption::empty(),
         }
     }
 }
@@ -413,6 +458,7 @@ impl CallState {
             limits: Limits::default(),
             audit_archive: None,
             audit_sink: None,
+            evicts_to_archive: None,
             notes_sink: None,
             clock: Box::new(SystemClock),
             zone: TimeZoneChoice::Utc,
@@ -704,6 +750,66 @@ impl CallState {
     /// # }
     /// ```
     pub fn all_notes(&self) -> String {
+        match self.cached_notes(self.notes.tickets()) {
+            Some(text) => String::from(&*text),
+            None => self.render_notes().0,
+        }
+    }
+
+    /// [`all_notes`](CallState::all_notes), shared: while no note has been
+    /// appended since the last complete rendering, every call returns that
+    /// same `Arc` (one atomic load and a reference count), so a supervisor
+    /// re-reading an idle call pays nothing, and a binding can keep its own
+    /// copy keyed on the pointer. A rendering is kept only when no append
+    /// started or was in flight while it was made, so the cached text is
+    /// exactly what a fresh scan would return. Never blocks appends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use std::sync::Arc;
+    /// use callring::call::CallState;
+    ///
+    /// let call = CallState::new("c", Default::default());
+    /// call.append_note("hello").expect("live call");
+    /// let a = call.all_notes_shared();
+    /// assert!(Arc::ptr_eq(&a, &call.all_notes_shared())); // nothing new: the same text
+    /// call.append_note("again").expect("live call");
+    /// let b = call.all_notes_shared();
+    /// assert!(!Arc::ptr_eq(&a, &b) && b.ends_with("again"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn all_notes_shared(&self) -> Arc<str> {
+        let before = self.notes.tickets();
+        if let Some(text) = self.cached_notes(before) {
+            return text;
+        }
+        let (text, complete) = self.render_notes();
+        let text: Arc<str> = Arc::from(text);
+        // Keep it only if it is the whole ring as of `before`: nothing was
+        // skipped (in flight or overwritten) and no ticket was taken since.
+        if complete && self.notes.tickets() == before {
+            self.notes_cache.store(Some(Arc::new(RenderedNotes {
+                tickets: before,
+                text: Arc::clone(&text),
+            })));
+        }
+        text
+    }
+
+    /// The cached rendering, if it was made at ticket count `tickets`.
+    fn cached_notes(&self, tickets: u64) -> Option<Arc<str>> {
+        let cached = self.notes_cache.load();
+        cached
+            .as_ref()
+            .filter(|c| c.tickets == tickets)
+            .map(|c| Arc::clone(&c.text))
+    }
+
+    /// Renders every note; `true` if none was skipped.
+    fn render_notes(&self) -> (String, bool) {
         let mut out = Vec::with_capacity(
             self.notes.len().min(self.notes.capacity())
                 * (PREFIX_LEN + self.notes.slot_payload_bytes()),
@@ -712,9 +818,11 @@ impl CallState {
         // Each entry is 8 bytes of nanos then the text; with PAD bytes in
         // front, the rendered prefix overwrites padding + nanos in place.
         const PAD: usize = PREFIX_LEN - NOTE_HEADER;
-        self.notes.scan_padded(&mut out, PAD, |_, buf, mark| {
+        let mut malformed = false;
+        let skipped = self.notes.scan_padded(&mut out, PAD, |_, buf, mark| {
             let Some(head) = buf.get(mark + PAD..mark + PREFIX_LEN) else {
                 buf.truncate(mark); // shorter than a stored note: skip it
+                malformed = true;
                 return;
             };
             let mut le = [0u8; NOTE_HEADER];
@@ -724,8 +832,9 @@ impl CallState {
             buf.push(b'\n');
         });
         out.pop(); // the last separator, if any
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        let text = String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (text, skipped.total() == 0 && !malformed)
     }
 
     /// Owned copies of the retained notes, oldest first.
@@ -880,7 +989,7 @@ impl CallState {
     ///         notes_drained: 0,
     ///         audit_drained: 1,
     ///         audit_refused: 0,
-    ///         closed_record: false, // eviction mode writes no closed record
+    ///         closed_record: false, // a channel is not an archive: no closed record
     ///     }
     /// );
     /// assert_eq!(call.end(), EndOutcome::AlreadyEnded);
@@ -896,6 +1005,9 @@ impl CallState {
             self.ended.wait();
             return EndOutcome::AlreadyEnded;
         };
+        // Whatever happens below (a panicking clock or sink), racing `end`s
+        // must not wait forever.
+        let _open = OpenOnDrop(&self.ended);
         let at = self.clock.now();
         let _ = self.ended_at.set(at);
         let drained = |outcome| match outcome {
@@ -910,11 +1022,10 @@ impl CallState {
         // Entries the sink refused during the drain are kept by the ring,
         // not drained: take them out of the ring's count.
         let refused_in_drain = self.audit.metrics().refused - refused_before;
-        let closed_record = match &self.archive {
+        let closed_record = match self.archive.as_ref().or(self.evicts_to_archive.as_ref()) {
             Some(archive) => archive.submit_closed(issued, at).is_ok(),
             None => false,
         };
-        self.ended.open();
         let (notes_drained, notes_panic) = match notes {
             Ok(n) => (n, None),
             Err(payload) => (0, Some(payload)),

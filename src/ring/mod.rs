@@ -511,6 +511,13 @@ impl<R: Record> Ring<R> {
         std::iter::from_fn(|| self.refused.pop()).collect()
     }
 
+    /// Tickets taken so far (by pushes that were not refused): one past the
+    /// newest entry's ticket. Changes whenever a push takes a ticket.
+    #[inline]
+    pub(crate) fn tickets(&self) -> u64 {
+        self.end_ticket()
+    }
+
     /// One past the last ticket readers should look at: the head, or where
     /// `close` ended the ring (pushes refused after it still bump the head).
     #[inline]
