@@ -13,6 +13,20 @@
 //! cargo run --release --example agent_host -- --help
 //! ```
 //!
+//! With `--postgres URL` (build with `--features postgres`) a shipper thread
+//! ships the archive into PostgreSQL while the host runs; at the end the
+//! run's trails are verified in the database too, and the report gains a
+//! `postgres` line (rows shipped, rows/s, lag, gaps, duplicates):
+//!
+//! ```sh
+//! scripts/with-postgres bash -c 'cargo run --release --features postgres \
+//!     --example agent_host -- --seconds 5 --postgres "$CALLRING_PG_URL"'
+//! ```
+//!
+//! Call names are `<host id>/<run>/call-<slot>-<generation>` (the run is the
+//! start time in unix seconds), so hosts and runs never collide in a fleet
+//! archive.
+//!
 //! Exit status: 0 when the archive verifies, 1 when it does not, 2 for bad
 //! options or an unusable archive directory.
 
@@ -59,6 +73,15 @@ struct Options {
     /// Print the final summary of this call as YAML (e.g. `call-0-0`).
     #[arg(long, value_name = "CALL")]
     summary: Option<String>,
+    /// This host's fleet-unique id (1 to 128 of `A-Z a-z 0-9 . _ : -`):
+    /// call names start with it, and it keys the rows in PostgreSQL.
+    /// Default: the machine's host name.
+    #[arg(long, value_name = "ID")]
+    host_id: Option<String>,
+    /// Ship the archive to the PostgreSQL database at URL while the host
+    /// runs, then verify it there (needs the `postgres` feature).
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
 }
 
 /// One slot of the host: the call currently in it is `call-{slot}-{generation}`.
@@ -67,8 +90,43 @@ struct Slot {
     appends: AtomicU64,
 }
 
-fn call_id(slot: usize, generation: u64) -> String {
-    format!("call-{slot}-{generation}")
+/// `<host id>/<run>/call-<slot>-<generation>`; `prefix` is `<host id>/<run>/`.
+fn call_id(prefix: &str, slot: usize, generation: u64) -> String {
+    format!("{prefix}call-{slot}-{generation}")
+}
+
+/// The machine's host name, as a valid host id (`host` if there is none).
+fn default_host_id() -> String {
+    let name = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let id: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._:-".contains(*c))
+        .take(128)
+        .collect();
+    if id.is_empty() {
+        "host".to_owned()
+    } else {
+        id
+    }
+}
+
+fn check_host_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid --host-id {id:?}: use 1 to 128 characters of A-Z a-z 0-9 . _ : -"
+        ))
+    }
 }
 
 /// Totals gathered from ended calls.
@@ -143,10 +201,37 @@ fn run(o: &Options) -> Result<bool, String> {
         }
     };
     prepare_archive_dir(&dir)?;
+    let host_id = o.host_id.clone().unwrap_or_else(default_host_id);
+    check_host_id(&host_id)?;
+    #[cfg(not(feature = "postgres"))]
+    if o.postgres.is_some() {
+        return Err("--postgres needs the postgres feature: \
+                    cargo run --release --features postgres --example agent_host -- ..."
+            .to_owned());
+    }
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prefix = format!("{host_id}/{run_id}/");
+    let prefix: &str = &prefix;
     let archiver = Arc::new(
         Archiver::start(&dir, ArchiveConfig::default())
             .map_err(|e| format!("cannot start the archive in {}: {e}", dir.display()))?,
     );
+    #[cfg(feature = "postgres")]
+    let shipper = match &o.postgres {
+        None => None,
+        Some(url) => Some(
+            archive::Shipper::start(
+                &archiver,
+                url,
+                archive::ShipperConfig::new(&host_id).stop_timeout(Duration::from_secs(3600)),
+            )
+            .map_err(|e| format!("cannot start shipping to PostgreSQL: {e}"))?,
+        ),
+    };
+    #[cfg(feature = "postgres")]
+    let mut max_ship_lag = (0u64, Duration::ZERO);
     let registry = {
         let archiver = Arc::clone(&archiver);
         CallRegistry::builder()
@@ -163,7 +248,7 @@ fn run(o: &Options) -> Result<bool, String> {
         .collect();
     for (i, _) in slots.iter().enumerate() {
         registry
-            .start(&call_id(i, 0), "default")
+            .start(&call_id(prefix, i, 0), "default")
             .map_err(|e| e.to_string())?;
     }
 
@@ -171,7 +256,11 @@ fn run(o: &Options) -> Result<bool, String> {
     let wanted_summary: Mutex<Option<CallSummary>> = Mutex::new(None);
     let record = |ended: EndedCall| {
         totals.lock().expect("not poisoned").add(&ended);
-        if o.summary.as_deref() == Some(ended.summary.call_id.as_str()) {
+        let wanted = o.summary.as_deref().is_some_and(|name| {
+            let id = ended.summary.call_id.as_str();
+            id == name || id.strip_prefix(prefix) == Some(name)
+        });
+        if wanted {
             *wanted_summary.lock().expect("not poisoned") = Some(ended.summary);
         }
     };
@@ -200,7 +289,7 @@ fn run(o: &Options) -> Result<bool, String> {
                     let i = rng.usize(0..slots.len());
                     let slot = &slots[i];
                     let generation = slot.generation.load(Ordering::Acquire);
-                    let id = call_id(i, generation);
+                    let id = call_id(prefix, i, generation);
                     let Some(call) = registry.get(&id) else {
                         raced.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -236,7 +325,7 @@ fn run(o: &Options) -> Result<bool, String> {
                         }
                         slot.appends.store(0, Ordering::Release);
                         let next = generation + 1;
-                        if registry.start(&call_id(i, next), "default").is_ok() {
+                        if registry.start(&call_id(prefix, i, next), "default").is_ok() {
                             slot.generation.store(next, Ordering::Release);
                         }
                     }
@@ -251,7 +340,7 @@ fn run(o: &Options) -> Result<bool, String> {
             let mut count = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let i = rng.usize(0..slots.len());
-                let id = call_id(i, slots[i].generation.load(Ordering::Acquire));
+                let id = call_id(prefix, i, slots[i].generation.load(Ordering::Acquire));
                 let Some(call) = registry.get(&id) else {
                     continue;
                 };
@@ -295,6 +384,12 @@ fn run(o: &Options) -> Result<bool, String> {
                 "{:.1} M appends",
                 appends.load(Ordering::Relaxed) as f64 / 1e6
             ));
+            #[cfg(feature = "postgres")]
+            if let Some(shipper) = &shipper {
+                let status = shipper.status();
+                max_ship_lag.0 = max_ship_lag.0.max(status.lag_records);
+                max_ship_lag.1 = max_ship_lag.1.max(status.lag);
+            }
         }
         stop.store(true, Ordering::Relaxed);
         let (count, hist) = supervisor.join().expect("supervisor");
@@ -302,6 +397,8 @@ fn run(o: &Options) -> Result<bool, String> {
         (count, hist, lag, max_lag)
     });
     let run_time = started.elapsed();
+    #[cfg(feature = "postgres")]
+    let ship_at_end = shipper.as_ref().map(|s| (s.status(), Instant::now()));
     bar.finish_and_clear();
 
     // End every call still live: drained to the archive.
@@ -317,6 +414,19 @@ fn run(o: &Options) -> Result<bool, String> {
         .stop()
         .map_err(|e| format!("archive failed to stop cleanly: {e}"))?;
     let report = archive::verify(&dir).map_err(|e| format!("cannot verify the archive: {e}"))?;
+    #[cfg(feature = "postgres")]
+    let shipped = match (shipper, &o.postgres, ship_at_end) {
+        (Some(shipper), Some(url), Some(at_end)) => Some(finish_shipping(
+            shipper,
+            url,
+            &host_id,
+            prefix,
+            &report,
+            at_end,
+            max_ship_lag,
+        )?),
+        _ => None,
+    };
 
     let totals = totals.into_inner().expect("not poisoned");
     let appended = totals.notes_appended + totals.events_appended;
@@ -402,6 +512,14 @@ fn run(o: &Options) -> Result<bool, String> {
         report.events,
         if verified { "verified" } else { "FAILED" }
     );
+    #[cfg(feature = "postgres")]
+    let verified = match shipped {
+        Some(shipped) => {
+            println!("{}", shipped.line);
+            verified && shipped.verified
+        }
+        None => verified,
+    };
     if let Some(id) = &o.summary {
         match wanted_summary.into_inner().expect("not poisoned") {
             Some(summary) => println!(
@@ -414,6 +532,68 @@ fn run(o: &Options) -> Result<bool, String> {
         }
     }
     Ok(verified)
+}
+
+/// What shipping to PostgreSQL did: the report line and its verdict.
+#[cfg(feature = "postgres")]
+struct Shipped {
+    line: String,
+    verified: bool,
+}
+
+/// Ships what is left (the archiver has stopped), verifies this run's calls
+/// in the database against the local archive, and words the report line.
+#[cfg(feature = "postgres")]
+fn finish_shipping(
+    shipper: archive::Shipper,
+    url: &str,
+    host_id: &str,
+    prefix: &str,
+    local: &archive::VerifyReport,
+    (at_end, run_end): (archive::ShipperStatus, Instant),
+    max_lag: (u64, Duration),
+) -> Result<Shipped, String> {
+    let stats = shipper
+        .stop()
+        .map_err(|e| format!("shipping to PostgreSQL failed: {e}"))?;
+    // From the end of the run (the local archive's stop and verify share the
+    // machine with the shipper meanwhile).
+    let drained = run_end.elapsed();
+    let sql = archive::verify_postgres(url, host_id)
+        .map_err(|e| format!("cannot verify the trails in PostgreSQL: {e}"))?;
+    // This run's calls only: the database may hold the host's earlier runs.
+    let ours = |r: &archive::VerifyReport| -> Vec<(String, archive::CallReport)> {
+        r.calls
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .collect()
+    };
+    let (local_calls, sql_calls) = (ours(local), ours(&sql));
+    let records = |calls: &[(String, archive::CallReport)]| -> u64 {
+        calls.iter().map(|(_, c)| c.events + c.closed_records).sum()
+    };
+    let final_lag = records(&local_calls).saturating_sub(records(&sql_calls));
+    let gaps: usize = sql_calls.iter().map(|(_, c)| c.gaps.len()).sum();
+    let duplicates: usize = sql_calls.iter().map(|(_, c)| c.duplicates.len()).sum();
+    let complete = sql_calls.iter().filter(|(_, c)| c.is_complete()).count();
+    let verified = local_calls == sql_calls && final_lag == 0 && stats.duplicates == 0;
+    let after_run = stats.records.saturating_sub(at_end.stats.records);
+    let shipping_time = drained.as_secs_f64().max(1e-9);
+    let line = format!(
+        "  postgres           {} rows shipped as host {host_id} ({:.0} rows/s draining the backlog after the run, \
+         {after_run} rows in {:.1} s), final lag {final_lag} records; lag at end of run {} records / {:.1} s \
+         (max {} / {:.1} s); in SQL {complete} calls complete, {gaps} gaps, {duplicates} duplicates ({})",
+        stats.events_inserted + stats.closed_inserted,
+        after_run as f64 / shipping_time,
+        drained.as_secs_f64(),
+        at_end.lag_records,
+        at_end.lag.as_secs_f64(),
+        max_lag.0,
+        max_lag.1.as_secs_f64(),
+        if verified { "verified" } else { "FAILED" }
+    );
+    Ok(Shipped { line, verified })
 }
 
 /// Peak resident memory, from /proc (Linux).

@@ -18,6 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::config::{FaultCallback, FaultEvent};
 use super::error::{ArchiveError, IoFailure};
+use super::spool::SpoolEnd;
 use crate::call::{AuditEvent, Timestamp};
 use crate::door::Door;
 use crate::sink::{Delivery, Evicted, Refused, Sink};
@@ -290,6 +291,8 @@ pub(crate) struct Shared {
     /// The next hand-off ticket.
     tickets: Counter,
     pub(crate) durable: Durable,
+    /// Where the durable prefix of the segments ends (JSON Lines only).
+    pub(crate) spool_end: SpoolEnd,
     /// Touched by the archiver's thread and the host's status queries only.
     state: Mutex<State>,
     on_fault: Option<Arc<FaultCallback>>,
@@ -310,6 +313,7 @@ impl Shared {
             counters: Counters::default(),
             tickets: Counter::new(0),
             durable: Durable::default(),
+            spool_end: SpoolEnd::default(),
             state: Mutex::default(),
             on_fault,
         }

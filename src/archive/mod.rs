@@ -1,6 +1,9 @@
 //! The durable audit archive: an append-only, segmented JSON Lines archive
 //! with group commit, a durable watermark and a verifier (and, with the
-//! `sqlite` feature, an SQLite table).
+//! `sqlite` feature, an SQLite table). With the `postgres` feature a
+//! `Shipper` ships the archive, as the host's durable spool, into a
+//! PostgreSQL database shared by a fleet, exactly once, and
+//! `verify_postgres` checks it there.
 //!
 //! The compliance rule this serves: an audit event must be persisted before
 //! it leaves memory. A call built with
@@ -155,9 +158,12 @@ mod config;
 mod error;
 mod feed;
 mod fs;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
 mod report;
 mod segment;
+mod spool;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod verify;
@@ -171,11 +177,17 @@ pub use config::{
 pub use error::{ArchiveError, IoFailure, IoOp};
 pub use feed::{ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Receipt};
 pub use fs::{ArchiveFs, SegmentFile, StdFs, LOCK_FILE};
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    verify_postgres, ShipError, ShipState, Shipper, ShipperConfig, ShipperStats, ShipperStatus,
+    DEFAULT_BATCH_RECORDS,
+};
 pub use record::{
     segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord, LineError, Origin,
     SCHEMA_VERSION,
 };
 pub use report::{CallReport, CallStatus, SegmentReport, SeqRange, TornTail, VerifyReport};
+pub use spool::SpoolPosition;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteArchiver;
 pub use verify::{

@@ -397,7 +397,7 @@ pub fn segment_index(name: &OsStr) -> Option<u64> {
 }
 
 /// The segments among `names` in `dir`, in index order, and the other
-/// names (the lock file left out).
+/// names (the lock file and the spool id left out).
 pub(crate) fn sort_segments(
     dir: &Path,
     names: impl IntoIterator<Item = std::ffi::OsString>,
@@ -407,7 +407,7 @@ pub(crate) fn sort_segments(
     for name in names {
         match segment_index(&name) {
             Some(index) => segments.push((index, dir.join(&name))),
-            None if name == super::fs::LOCK_FILE => {}
+            None if name == super::fs::LOCK_FILE || name == super::spool::SPOOL_ID_FILE => {}
             None => others.push(dir.join(&name)),
         }
     }

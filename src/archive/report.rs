@@ -112,7 +112,7 @@ pub struct CallReport {
 }
 
 /// The runs of consecutive values in sorted, deduplicated `seqs`.
-fn runs(seqs: impl Iterator<Item = u64>) -> Vec<SeqRange> {
+pub(crate) fn runs(seqs: impl Iterator<Item = u64>) -> Vec<SeqRange> {
     let mut out: Vec<SeqRange> = Vec::new();
     for s in seqs {
         match out.last_mut() {
@@ -170,17 +170,8 @@ impl CallReport {
             None => Vec::new(),
         };
         let closed_records = closed.len() as u64;
-        let status = if !duplicates.is_empty() || closed_records > 1 {
-            CallStatus::Duplicated
-        } else if issued.is_none() {
-            CallStatus::Open
-        } else if gaps.is_empty() && beyond_issued.is_empty() {
-            CallStatus::Complete
-        } else {
-            CallStatus::Incomplete
-        };
         Self {
-            status,
+            status: CallStatus::Open, // set by `judged`
             events: seqs.len() as u64,
             first_seq,
             last_seq,
@@ -193,6 +184,22 @@ impl CallReport {
             logged,
             drained,
         }
+        .judged()
+    }
+
+    /// Sets `status` from the other fields: duplicated, open, complete or
+    /// incomplete, in that order of precedence.
+    pub(crate) fn judged(mut self) -> Self {
+        self.status = if !self.duplicates.is_empty() || self.closed_records > 1 {
+            CallStatus::Duplicated
+        } else if self.issued.is_none() {
+            CallStatus::Open
+        } else if self.gaps.is_empty() && self.beyond_issued.is_empty() {
+            CallStatus::Complete
+        } else {
+            CallStatus::Incomplete
+        };
+        self
     }
 
     /// The call ended and its trail is whole: seqs `0..issued`, each exactly

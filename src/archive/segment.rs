@@ -17,8 +17,11 @@ use super::error::{IoFailure, IoOp};
 use super::feed::{add, Shared};
 use super::fs::{ArchiveFs, SegmentFile};
 use super::record::{encode_closed, encode_line, encode_logged, segment_name, Origin};
+use super::spool::SpoolPosition;
 use super::worker::{decode_logged, Backend, Entry};
 use crate::call::EventParts;
+// Relaxed: reading a statistics counter on the thread that adds to it.
+use crate::sync::Ordering;
 
 /// Segments of one archive directory, written by one archiver.
 #[derive(Debug)]
@@ -143,6 +146,10 @@ impl Segments {
         add(&counters.synced, self.pending_records);
         add(&counters.bytes, self.pending.len() as u64);
         self.synced_len += self.pending.len() as u64;
+        self.shared.spool_end.publish(
+            SpoolPosition::new(self.index, self.synced_len),
+            counters.synced.load(Ordering::Relaxed),
+        );
         self.pending.clear();
         self.pending_records = 0;
         self.written = 0;
@@ -158,6 +165,11 @@ impl Segments {
         self.file = None;
         self.index += 1;
         self.synced_len = 0;
+        // The previous segment is durable whole.
+        let records = self.shared.spool_end.get().records;
+        self.shared
+            .spool_end
+            .publish(SpoolPosition::new(self.index, 0), records);
     }
 
     /// Moves the records of `overflow` that fit an empty segment (at least

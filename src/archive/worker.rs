@@ -415,6 +415,11 @@ impl Core {
         &self.shared
     }
 
+    #[cfg(feature = "postgres")]
+    pub(crate) fn shared_arc(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     pub(crate) fn status(&self) -> ArchiveStatus {
         self.shared.status()
     }

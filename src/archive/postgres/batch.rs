@@ -1,0 +1,391 @@
+//! Reading the spool: the durable prefix of the JSON Lines segments, from a
+//! position up to the archive's durable end, cut into batches of whole lines
+//! in column form (one `Vec` per column, for `unnest`).
+//!
+//! A batch never spans two segments and never reads past the durable end,
+//! so it never holds a torn line nor a record a crash could take back.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use super::ShipError;
+use crate::archive::error::{IoFailure, IoOp};
+use crate::archive::record::{parse_line, segment_name, sort_segments, ArchiveLine};
+use crate::archive::SpoolPosition;
+use crate::call::{AuditEventType, Timestamp};
+
+/// Events of a batch, one vector per column.
+#[derive(Debug, Default)]
+pub(super) struct EventColumns {
+    pub(super) call_id: Vec<String>,
+    pub(super) seq: Vec<i64>,
+    pub(super) at_ns: Vec<i64>,
+    pub(super) kind: Vec<String>,
+    pub(super) agent_id: Vec<Option<String>>,
+    pub(super) details: Vec<String>,
+    pub(super) reason: Vec<String>,
+    pub(super) offset: Vec<i64>,
+}
+
+/// Closed records of a batch, one vector per column.
+#[derive(Debug, Default)]
+pub(super) struct ClosedColumns {
+    pub(super) call_id: Vec<String>,
+    pub(super) issued: Vec<i64>,
+    pub(super) at_ns: Vec<i64>,
+    pub(super) offset: Vec<i64>,
+}
+
+/// Whole lines of one segment, `start..end.offset`.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    pub(super) segment: u64,
+    /// Where the batch ends: the position after its last line.
+    pub(super) end: SpoolPosition,
+    pub(super) events: EventColumns,
+    pub(super) closed: ClosedColumns,
+    /// The `at` of the batch's first record: the oldest not yet shipped.
+    pub(super) oldest: Option<Timestamp>,
+    pub(super) bytes: u64,
+}
+
+impl Batch {
+    pub(super) fn records(&self) -> u64 {
+        (self.events.seq.len() + self.closed.issued.len()) as u64
+    }
+}
+
+/// The event type as stored: the plain name for named types
+/// (`consent_given`), the JSON for `Other` (`{"other":"..."}`), as in the
+/// SQLite table.
+fn type_column(kind: &AuditEventType) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(value) => value.to_string(),
+        Err(_) => kind.to_string(),
+    }
+}
+
+/// Database integers are i64; seqs, counts and offsets stay far below 2^63
+/// (saturate rather than wrap if one ever did not).
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn read_failure(path: &Path, op: IoOp, e: &io::Error) -> ShipError {
+    ShipError::Spool(IoFailure::new(op, path, e))
+}
+
+/// What the next read found.
+#[derive(Debug)]
+pub(super) enum Next {
+    /// Lines to ship.
+    Batch(Box<Batch>),
+    /// Nothing more up to the durable end; reading goes on from this
+    /// position (it may have moved past missing or finished segments).
+    CaughtUp(SpoolPosition),
+}
+
+/// Reads the next batch after `from`, at most `max_records` lines and about
+/// `max_bytes` bytes, never past `end`.
+pub(super) fn next_batch(
+    dir: &Path,
+    from: SpoolPosition,
+    end: SpoolPosition,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<Next, ShipError> {
+    let mut at = from;
+    loop {
+        if at >= end {
+            return Ok(Next::CaughtUp(at));
+        }
+        let path = dir.join(segment_name(at.segment));
+        let whole = at.segment < end.segment;
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A run that wrote nothing leaves no file; retention may have
+                // removed old ones. Go on with the next segment that exists.
+                match next_segment(dir, at.segment)? {
+                    Some(index) if index <= end.segment => {
+                        at = SpoolPosition::new(index, 0);
+                        continue;
+                    }
+                    _ => return Ok(Next::CaughtUp(SpoolPosition::new(end.segment, 0).max(at))),
+                }
+            }
+            Err(e) => return Err(read_failure(&path, IoOp::Open, &e)),
+        };
+        let limit = if whole {
+            file.metadata()
+                .map_err(|e| read_failure(&path, IoOp::Read, &e))?
+                .len()
+        } else {
+            end.offset
+        };
+        if at.offset >= limit {
+            if whole {
+                at = SpoolPosition::new(at.segment + 1, 0);
+                continue;
+            }
+            return Ok(Next::CaughtUp(at));
+        }
+        let mut want = max_bytes.max(1);
+        loop {
+            let len = (limit - at.offset).min(want as u64) as usize;
+            let mut buf = vec![0; len];
+            file.seek(SeekFrom::Start(at.offset))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(|e| read_failure(&path, IoOp::Read, &e))?;
+            let Some(last_newline) = buf.iter().rposition(|&b| b == b'\n') else {
+                if (len as u64) < limit - at.offset {
+                    // One line longer than the read: read more.
+                    want = want.saturating_mul(2);
+                    continue;
+                }
+                // Only a fragment without its newline up to the limit. The
+                // durable end is always at a line's end, so this is the torn
+                // tail of an old segment (cut at start, normally): not a
+                // record. Move on.
+                at = SpoolPosition::new(at.segment + 1, 0);
+                break;
+            };
+            let batch = parse(&path, at, &buf[..=last_newline], max_records.max(1))?;
+            return Ok(Next::Batch(Box::new(batch)));
+        }
+    }
+}
+
+/// The first segment index above `after` in `dir`.
+fn next_segment(dir: &Path, after: u64) -> Result<Option<u64>, ShipError> {
+    let names: Vec<_> = std::fs::read_dir(dir)
+        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
+        .map_err(|e| read_failure(dir, IoOp::ListDir, &e))?;
+    let (segments, _) = sort_segments(dir, names);
+    Ok(segments
+        .into_iter()
+        .map(|(index, _)| index)
+        .find(|&index| index > after))
+}
+
+/// Parses whole lines (`bytes` ends with `\n`) starting at `at`, up to
+/// `max_records` of them.
+fn parse(
+    path: &Path,
+    at: SpoolPosition,
+    bytes: &[u8],
+    max_records: usize,
+) -> Result<Batch, ShipError> {
+    let mut batch = Batch {
+        segment: at.segment,
+        end: at,
+        ..Batch::default()
+    };
+    let mut offset = at.offset;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        if batch.records() as usize >= max_records {
+            break;
+        }
+        let start = offset;
+        let body = &line[..line.len() - 1];
+        let record = match parse_line(body) {
+            Ok(record) => record,
+            // Ship the whole lines before it first; the next read starts at
+            // the corrupt line and reports it.
+            Err(_) if batch.records() > 0 => break,
+            Err(e) => {
+                return Err(ShipError::CorruptSpool {
+                    file: path.to_path_buf(),
+                    offset: start,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        offset += line.len() as u64;
+        match record {
+            ArchiveLine::Event(r) => {
+                batch.oldest.get_or_insert(r.at);
+                let e = &mut batch.events;
+                e.seq.push(int(r.seq));
+                e.at_ns.push(r.at.unix_nanos());
+                e.kind.push(type_column(&r.kind));
+                e.agent_id.push(r.agent_id);
+                e.details
+                    .push(serde_json::to_string(&r.details).unwrap_or_else(|_| "{}".to_owned()));
+                e.reason.push(r.reason.to_string());
+                e.offset.push(int(start));
+                e.call_id.push(r.call_id);
+            }
+            ArchiveLine::Closed(c) => {
+                batch.oldest.get_or_insert(c.at);
+                let k = &mut batch.closed;
+                k.issued.push(int(c.issued));
+                k.at_ns.push(c.at.unix_nanos());
+                k.offset.push(int(start));
+                k.call_id.push(c.call_id);
+            }
+        }
+        batch.bytes += line.len() as u64;
+        batch.end = SpoolPosition::new(at.segment, offset);
+    }
+    Ok(batch)
+}
+
+/// Lines between `from` and `end` (the shipper's backlog when it connects).
+pub(super) fn count_lines(
+    dir: &Path,
+    from: SpoolPosition,
+    end: SpoolPosition,
+) -> Result<u64, ShipError> {
+    let mut count = 0;
+    let mut at = from;
+    while at < end {
+        let path = dir.join(segment_name(at.segment));
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match next_segment(dir, at.segment)? {
+                Some(index) if index <= end.segment => {
+                    at = SpoolPosition::new(index, 0);
+                    continue;
+                }
+                _ => break,
+            },
+            Err(e) => return Err(read_failure(&path, IoOp::Read, &e)),
+        };
+        let stop = if at.segment < end.segment {
+            bytes.len()
+        } else {
+            (end.offset as usize).min(bytes.len())
+        };
+        let start = (at.offset as usize).min(stop);
+        count += bytes[start..stop].iter().filter(|&&b| b == b'\n').count() as u64;
+        if at.segment >= end.segment {
+            break;
+        }
+        at = SpoolPosition::new(at.segment + 1, 0);
+    }
+    Ok(count)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn event(call: &str, seq: u64) -> String {
+        format!(
+            "{{\"v\":2,\"call_id\":\"{call}\",\"seq\":{seq},\"at\":\"2025-11-25T09:30:00Z\",\
+             \"type\":\"tool_invoked\",\"agent_id\":null,\"details\":{{}},\"reason\":\"logged\"}}\n"
+        )
+    }
+
+    fn closed(call: &str, issued: u64) -> String {
+        format!(
+            "{{\"v\":2,\"call_id\":\"{call}\",\"record\":\"closed\",\"issued\":{issued},\
+             \"at\":\"2025-11-25T09:31:00Z\"}}\n"
+        )
+    }
+
+    fn batch(next: Next) -> Box<Batch> {
+        match next {
+            Next::Batch(batch) => batch,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_whole_lines_up_to_the_durable_end_and_one_segment_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let one = format!("{}{}{}", event("a", 0), event("a", 1), closed("a", 2));
+        // Segment 2: one durable line, then a line the archiver has written
+        // but not yet fsynced (beyond the durable end).
+        let two = format!("{}{}", event("b", 0), event("b", 1));
+        std::fs::write(dir.path().join(segment_name(1)), &one).expect("written");
+        std::fs::write(dir.path().join(segment_name(2)), &two).expect("written");
+        let durable = event("b", 0).len() as u64;
+        let end = SpoolPosition::new(2, durable);
+
+        let first = batch(
+            next_batch(dir.path(), SpoolPosition::default(), end, 100, 1 << 20).expect("reads"),
+        );
+        assert_eq!(first.segment, 1);
+        assert_eq!(first.events.seq, [0, 1]);
+        assert_eq!(first.closed.issued, [2]);
+        assert_eq!(first.end, SpoolPosition::new(1, one.len() as u64));
+        assert_eq!(first.events.offset, [0, event("a", 0).len() as i64]);
+
+        let second = batch(next_batch(dir.path(), first.end, end, 100, 1 << 20).expect("reads"));
+        assert_eq!((second.segment, second.records()), (2, 1));
+        assert_eq!(second.end, end);
+        match next_batch(dir.path(), second.end, end, 100, 1 << 20).expect("reads") {
+            Next::CaughtUp(at) => assert_eq!(at, end),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            count_lines(dir.path(), SpoolPosition::default(), end).expect("counts"),
+            4
+        );
+        assert_eq!(count_lines(dir.path(), first.end, end).expect("counts"), 1);
+    }
+
+    #[test]
+    fn batches_respect_the_record_and_byte_limits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lines: String = (0..10).map(|s| event("a", s)).collect();
+        std::fs::write(dir.path().join(segment_name(1)), &lines).expect("written");
+        let end = SpoolPosition::new(2, 0);
+        let by_records = batch(
+            next_batch(dir.path(), SpoolPosition::new(1, 0), end, 3, 1 << 20).expect("reads"),
+        );
+        assert_eq!(by_records.events.seq, [0, 1, 2]);
+        // A byte limit shorter than one line still reads that line whole.
+        let by_bytes = batch(next_batch(dir.path(), by_records.end, end, 100, 10).expect("reads"));
+        assert_eq!(by_bytes.events.seq, [3]);
+    }
+
+    #[test]
+    fn skips_missing_segments_and_torn_fragments_of_old_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Segment 1 is gone (retention); segment 2 ends in a fragment a
+        // crash left; segment 4 follows (3 was never written).
+        std::fs::write(
+            dir.path().join(segment_name(2)),
+            format!("{}{{\"v\":2,\"call", event("a", 0)),
+        )
+        .expect("written");
+        std::fs::write(dir.path().join(segment_name(4)), event("a", 1)).expect("written");
+        let end = SpoolPosition::new(5, 0);
+        let first = batch(
+            next_batch(dir.path(), SpoolPosition::default(), end, 100, 1 << 20).expect("reads"),
+        );
+        assert_eq!((first.segment, first.events.seq.clone()), (2, vec![0]));
+        let second = batch(next_batch(dir.path(), first.end, end, 100, 1 << 20).expect("reads"));
+        assert_eq!((second.segment, second.events.seq.clone()), (4, vec![1]));
+        assert!(matches!(
+            next_batch(dir.path(), second.end, end, 100, 1 << 20).expect("reads"),
+            Next::CaughtUp(_)
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_durable_line_is_an_error_naming_its_offset() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = event("a", 0);
+        std::fs::write(
+            dir.path().join(segment_name(1)),
+            format!("{good}not json\n"),
+        )
+        .expect("written");
+        let end = SpoolPosition::new(2, 0);
+        // The good line before it is shipped; the read after stops there.
+        let first = batch(
+            next_batch(dir.path(), SpoolPosition::default(), end, 100, 1 << 20).expect("reads"),
+        );
+        assert_eq!(first.events.seq, [0]);
+        match next_batch(dir.path(), first.end, end, 100, 1 << 20) {
+            Err(ShipError::CorruptSpool { offset, .. }) => assert_eq!(offset, good.len() as u64),
+            other => panic!("{other:?}"),
+        }
+    }
+}
