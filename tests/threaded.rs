@@ -28,7 +28,7 @@ fn scaled(n: u64) -> u64 {
 
 /// The text writer `w` pushes as its `i`th entry: self-describing, so a reader
 /// can check any entry it sees is exactly what was pushed (no torn or mixed
-/// bytes). The length varies with `(w, i)` from 16 to `16 + spread - 1` bytes.
+/// bytes). The length varies with `(w, i)` from 15 to `14 + spread` bytes.
 fn entry(w: u64, i: u64, spread: u64) -> String {
     let mut s = format!("{w:02}:{i:010}:");
     let fill = (w.wrapping_mul(31).wrapping_add(i.wrapping_mul(7))) % spread;
@@ -59,21 +59,48 @@ fn collecting_sink() -> (Received, impl Fn(Evicted<String>) + Send + Sync + 'sta
 /// Every pushed entry reaches the sink exactly once, as evicted or (after
 /// close) drained, whole, and each writer's entries arrive with increasing
 /// seqs. The sink is a bounded(1) channel, so writers are back-pressured by a
-/// slow consumer throughout.
+/// slow consumer throughout. Entries of 15..=5000 bytes (almost all spill into
+/// extension blocks, of every size class up to 5 KB) from 8 writers, while 2
+/// readers snapshot and check every entry they see.
 #[test]
 fn exactly_once_through_bounded_channel_sink() {
-    const WRITERS: u64 = 4;
-    const SPREAD: u64 = 40; // 17..=56 bytes: one to four 16-byte slots
-    let per_writer = scaled(250_000);
+    const WRITERS: u64 = 8;
+    const READERS: usize = 2;
+    const SPREAD: u64 = 4986; // 15..=5000 bytes
+    let per_writer = scaled(150_000);
     let (tx, rx) = crossbeam_channel::bounded::<Evicted<String>>(1);
     let ring = Ring::<Text>::builder()
         .capacity(64)
-        .slot_bytes(32)
         .sink(tx)
         .build()
         .expect("valid");
-    let consumer = thread::spawn(move || rx.iter().collect::<Vec<_>>());
+    // The consumer checks each entry as it arrives and keeps only its ids:
+    // millions of entries of kilobytes would not fit in memory.
+    let consumer = thread::spawn(move || {
+        rx.iter()
+            .map(|e| {
+                let (w, i) = check(&e.value, SPREAD);
+                (w, i, e.seq, e.reason)
+            })
+            .collect::<Vec<_>>()
+    });
+    let done = AtomicBool::new(false);
+    let read = AtomicU64::new(0);
     let pushed: Vec<Vec<u64>> = thread::scope(|s| {
+        for _ in 0..READERS {
+            s.spawn(|| {
+                let mut scratch = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let mut last = None;
+                    ring.visit_with(&mut scratch, |seq, bytes| {
+                        check(std::str::from_utf8(bytes).expect("utf-8"), SPREAD);
+                        assert!(last < Some(seq), "seqs must increase");
+                        last = Some(seq);
+                        read.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            });
+        }
         let handles: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let ring = &ring;
@@ -84,10 +111,12 @@ fn exactly_once_through_bounded_channel_sink() {
                 })
             })
             .collect();
-        handles
+        let pushed = handles
             .into_iter()
             .map(|h| h.join().expect("writer"))
-            .collect()
+            .collect();
+        done.store(true, Ordering::Relaxed);
+        pushed
     });
     let CloseOutcome::Closed { drained } = ring.close() else {
         panic!("first close");
@@ -105,16 +134,16 @@ fn exactly_once_through_bounded_channel_sink() {
         metrics.refused + metrics.undecodable + metrics.sink_panics,
         0
     );
+    assert!(read.load(Ordering::Relaxed) > 0, "the readers read");
 
     let mut seen = HashSet::new();
     let mut drained_seen = 0;
-    for e in &received {
-        let (w, i) = check(&e.value, SPREAD);
+    for &(w, i, seq, reason) in &received {
         assert!(seen.insert((w, i)), "duplicate {w}:{i}");
-        assert_eq!(pushed[w as usize][i as usize], e.seq, "seq of {w}:{i}");
+        assert_eq!(pushed[w as usize][i as usize], seq, "seq of {w}:{i}");
         // Hand-offs of one writer's entries need not arrive in order (two
         // overwriters race), but drained ones do, after all evicted ones.
-        match e.reason {
+        match reason {
             Reason::Evicted => assert_eq!(drained_seen, 0, "evicted after drain began"),
             Reason::Drained => drained_seen += 1,
         }
@@ -123,14 +152,18 @@ fn exactly_once_through_bounded_channel_sink() {
     // Drained entries are the last ones, in seq order.
     let drained_seqs: Vec<u64> = received
         .iter()
-        .filter(|e| e.reason == Reason::Drained)
-        .map(|e| e.seq)
+        .filter(|e| e.3 == Reason::Drained)
+        .map(|e| e.2)
         .collect();
     assert!(drained_seqs.windows(2).all(|p| p[0] < p[1]));
-    // Each writer's tickets grow with its program order.
+    // Each writer's tickets grow with its program order, and tickets are
+    // consecutive: one per entry.
     for seqs in &pushed {
         assert!(seqs.windows(2).all(|p| p[0] < p[1]));
     }
+    let mut all: Vec<u64> = pushed.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert!(all.iter().copied().eq(0..total), "one ticket per entry");
     assert!(
         metrics.sink_waits > 0,
         "a bounded(1) channel must have back-pressured some writer"
@@ -139,12 +172,14 @@ fn exactly_once_through_bounded_channel_sink() {
 
 /// Readers snapshotting throughout never see a torn entry; within each
 /// snapshot seqs strictly increase and each writer's entries appear in its
-/// program order. Mixed single- and multi-slot entries.
+/// program order. Entries of 15..=74 bytes on 16-byte inline payloads: all
+/// spill, across several size classes, so blocks are swapped and reused
+/// under the readers.
 #[test]
 fn no_torn_entry_under_concurrent_readers() {
     const WRITERS: u64 = 4;
     const READERS: usize = 2;
-    const SPREAD: u64 = 60; // 17..=76 bytes on 16-byte slots: 2 to 5 slots
+    const SPREAD: u64 = 60; // 15..=74 bytes, 16 inline
     let per_writer = scaled(250_000);
     let ring = Ring::<Text>::builder()
         .capacity(48)
@@ -214,11 +249,11 @@ fn no_torn_entry_under_concurrent_readers() {
         "nothing in flight when quiescent"
     );
     assert_eq!(snap.len() as u64, metrics.retained);
-    let slots: u64 = snap
-        .values()
-        .map(|v| (v.len() as u64).div_ceil(ring.slot_payload_bytes() as u64))
-        .sum();
-    assert!(slots <= ring.capacity() as u64);
+    assert_eq!(snap.len(), ring.capacity(), "capacity counts entries");
+    assert_eq!(
+        snap.seqs().next(),
+        Some(metrics.appended - ring.capacity() as u64)
+    );
 }
 
 /// Single-slot entries: after the writers stop, the ring holds exactly the
