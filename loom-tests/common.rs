@@ -10,10 +10,13 @@ use std::sync::{Arc as StdArc, Mutex};
 
 use callring::{Bytes, Evicted, Ring};
 
-/// Slot of stamp + header + 2 payload words: 16 payload bytes.
+/// Slot of stamp + header + 2 payload words: 16 payload bytes inline.
 pub const SLOT_BYTES: usize = 32;
-/// Payload bytes per slot at `SLOT_BYTES`.
+/// Inline payload bytes per slot at `SLOT_BYTES`.
 pub const PAYLOAD: usize = 16;
+/// Longest entry in the models: up to 24 bytes spill into extension blocks
+/// of 1 to 3 words (size classes 0 to 2), few enough for loom.
+pub const MAX_ENTRY: usize = PAYLOAD + 24;
 
 /// Runs `f` under loom with a preemption bound (2 unless
 /// `LOOM_MAX_PREEMPTIONS` says otherwise) and a branch limit high enough for
@@ -52,6 +55,7 @@ pub fn ring_with_log(capacity: usize) -> (Ring<Bytes>, Log) {
     let ring = Ring::<Bytes>::builder()
         .capacity(capacity)
         .slot_bytes(SLOT_BYTES)
+        .max_entry_bytes(MAX_ENTRY)
         .sink(move |e: Evicted<Vec<u8>>| sink_log.lock().unwrap().push(e))
         .build()
         .unwrap();
@@ -63,6 +67,7 @@ pub fn ring(capacity: usize) -> Ring<Bytes> {
     Ring::<Bytes>::builder()
         .capacity(capacity)
         .slot_bytes(SLOT_BYTES)
+        .max_entry_bytes(MAX_ENTRY)
         .build()
         .unwrap()
 }
