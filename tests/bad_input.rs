@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use callring::{
     BuildError, Bytes, CloseOutcome, DecodeError, EncodeError, Evicted, PushError, Reason, Record,
-    Ring, Text, MAX_CAPACITY, MAX_SLOT_BYTES, MIN_SLOT_BYTES,
+    Ring, Text, DEFAULT_MAX_ENTRY_BYTES, MAX_CAPACITY, MAX_ENTRY_BYTES, MAX_SLOT_BYTES,
+    MIN_SLOT_BYTES,
 };
 
 type Log = Arc<Mutex<Vec<Evicted<String>>>>;
@@ -108,6 +109,46 @@ fn slot_bytes_out_of_range_or_unaligned() {
             .unwrap();
         assert_eq!(ring.slot_payload_bytes(), ok - 16);
     }
+}
+
+#[test]
+fn max_entry_bytes_out_of_range() {
+    let err = Ring::<Text>::builder()
+        .max_entry_bytes(MAX_ENTRY_BYTES + 1)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::MaxEntryBytes {
+            requested: MAX_ENTRY_BYTES + 1,
+            max: MAX_ENTRY_BYTES
+        }
+    );
+    assert_mentions(
+        &err.to_string(),
+        &[
+            &(MAX_ENTRY_BYTES + 1).to_string(),
+            &MAX_ENTRY_BYTES.to_string(),
+        ],
+    );
+    // Both ends of the accepted range build; 0 accepts only the empty entry.
+    let ring = Ring::<Text>::builder()
+        .max_entry_bytes(MAX_ENTRY_BYTES)
+        .build()
+        .unwrap();
+    let longest = "L".repeat(MAX_ENTRY_BYTES);
+    assert_eq!(ring.push(longest.as_str()).unwrap(), 0);
+    assert_eq!(ring.snapshot().into_entries(), [(0, longest)]);
+    let ring = Ring::<Text>::builder().max_entry_bytes(0).build().unwrap();
+    assert_eq!(ring.push("").unwrap(), 0);
+    assert!(matches!(
+        ring.push("x"),
+        Err(PushError::TooLarge { len: 1, max: 0, .. })
+    ));
+    assert_eq!(
+        Ring::<Text>::new(1).unwrap().max_entry_bytes(),
+        DEFAULT_MAX_ENTRY_BYTES
+    );
 }
 
 #[test]
