@@ -56,11 +56,11 @@ MUTANTS = {
     "F2": ("src/ring/arena.rs",
            "let mut head = c.free.load(Ordering::Acquire);",
            "let mut head = c.free.load(Ordering::Relaxed);",
-           "free-list pop: head load Acquire -> Relaxed"),
-    "F2b": ("src/ring/arena.rs",
-            ".compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)",
+           "free-list pop: first head load Acquire -> Relaxed"),
+    "F2r": ("src/ring/arena.rs",
+            ".compare_exchange_weak(head, new, Ordering::Relaxed, Ordering::Acquire)",
             ".compare_exchange_weak(head, new, Ordering::Relaxed, Ordering::Relaxed)",
-            "free-list pop: CAS Acquire -> Relaxed"),
+            "free-list pop: failed CAS's reload Acquire -> Relaxed"),
     # Protocol steps rather than orderings (DESIGN.md lists these too).
     "P1": ("src/ring/write.rs",
            "if slot.wait_for(committed(old), Ordering::Acquire) {",
@@ -106,7 +106,7 @@ def run(label, scratch):
     env = dict(os.environ, RUSTFLAGS="--cfg loom", LOOM_MAX_PREEMPTIONS=os.environ.get(
         "LOOM_MAX_PREEMPTIONS", "2"), CARGO_TARGET_DIR=os.path.join(ROOT, "target", "mutants"))
     start = time.time()
-    cmd = ["cargo", "test", "--release", "--test", "loom_ring", "--test", "loom_sink",
+    cmd = ["cargo", "test", "--release", "--lib", "--test", "loom_ring", "--test", "loom_sink",
            "--test", "loom_spill", "--test", "loom_gate", "--no-fail-fast"]
     proc = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True)
     open(dst, "w").write(text)  # restore for the next mutant

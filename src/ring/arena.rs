@@ -29,7 +29,15 @@
 //! | label | access | pairs with |
 //! |---|---|---|
 //! | F1 | push: CAS of the list head, Release | F2 |
-//! | F2 | pop: load and CAS of the list head, Acquire | F1 |
+//! | F2 | pop: load of the list head (first, and on a failed CAS), Acquire | F1 |
+//!
+//! F2 does two jobs: the popper reads the top block's link stored by its
+//! pusher (a stale link would lose blocks or hand one out twice), and it
+//! inherits the pusher's claim (the reader argument above). Every change of
+//! the head is a CAS, so an Acquire load of any later head value still
+//! synchronises with every earlier push (release sequences continue through
+//! read-modify-writes). The successful CAS itself can be Relaxed: it reads
+//! the value F2 already acquired (the tag makes each value unique).
 
 use std::fmt;
 
@@ -318,10 +326,12 @@ impl Arena {
             // since, the tag has moved and the CAS below fails.
             let next = self.block(class, index)?[0].load(Ordering::Relaxed);
             let new = (head & !LOW).wrapping_add(1 << 32) | (next & LOW);
-            // F2 Acquire (success and failure): as the load above.
+            // Success Relaxed: it reads the value F2 acquired (see the module
+            // docs). Failure F2 Acquire: the next round reads the new top's
+            // link.
             match c
                 .free
-                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
+                .compare_exchange_weak(head, new, Ordering::Relaxed, Ordering::Acquire)
             {
                 Ok(_) => return Some(index),
                 Err(now) => head = now,
@@ -343,6 +353,53 @@ impl fmt::Debug for Arena {
             .field("classes", &self.classes.len())
             .field("bytes", &self.bytes())
             .finish_non_exhaustive()
+    }
+}
+
+/// The free list alone under loom: blocks pushed by one thread while another
+/// pops are never lost nor handed out twice (a stale link would do either).
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+
+    #[test]
+    fn free_list_loses_and_duplicates_no_block() {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(2);
+        }
+        builder.max_branches = 100_000;
+        builder.check(|| {
+            let arena = Arc::new(Arena::new(8, 2)); // class 0 only, cap 3
+            arena.alloc_all();
+            let (b0, b1) = (arena.pop_or_alloc(0), arena.pop_or_alloc(0));
+            let pusher = {
+                let arena = arena.clone();
+                loom::thread::spawn(move || {
+                    arena.push(0, b0);
+                    arena.push(0, b1);
+                })
+            };
+            let popper = {
+                let arena = arena.clone();
+                loom::thread::spawn(move || [arena.pop_or_alloc(0), arena.pop_or_alloc(0)])
+            };
+            let popped = popper.join().unwrap();
+            pusher.join().unwrap();
+            let mut all: Vec<u32> = popped.to_vec();
+            while let Some(b) = arena.pop(0) {
+                all.push(b);
+            }
+            let n = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), n, "a block handed out twice: {all:?}");
+            assert!(
+                all.contains(&b0) && all.contains(&b1),
+                "a block lost: {all:?}"
+            );
+        });
     }
 }
 
