@@ -132,7 +132,8 @@ struct Class {
     free: AtomicU64,
     /// Blocks allocated so far (indices `0..allocated`).
     allocated: AtomicU64,
-    blocks: OnceLock<Table>,
+    /// Boxed: an idle ring's classes cost a few words each.
+    blocks: OnceLock<Box<Table>>,
 }
 
 /// The extension blocks of one ring.
@@ -197,8 +198,11 @@ impl Arena {
             let shift = Self::page_shift(class);
             let pages = (self.cap as usize).div_ceil(1 << shift);
             let words = Self::stride(class) << shift;
-            let table = Table::new(pages, words, words);
-            self.add_bytes(table.top_bytes());
+            // Two levels past 64 pages: a class of 2 KiB blocks in a large
+            // ring has a page per block, and its cells should cost in
+            // proportion to the blocks in use, not to the cap.
+            let table = Box::new(Table::new(pages, words, words, 64));
+            self.add_bytes(std::mem::size_of::<Table>() + table.top_bytes());
             table
         })
     }

@@ -194,10 +194,12 @@ impl Layout {
         let capacity = self.capacity as usize;
         let pages = capacity.div_ceil(per_page);
         let last = capacity - (pages - 1) * per_page;
+        // One level up to 1024 pages (32 KiB of cells, 4 MiB of slots).
         Table::new(
             pages,
             per_page * self.words_per_slot,
             last * self.words_per_slot,
+            1024,
         )
     }
 
@@ -559,7 +561,7 @@ impl<R: Record> Ring<R> {
             Some(words) => words,
             None => self.first_touch(page),
         };
-        Slot::new(&words[offset..offset + self.layout.words_per_slot])
+        Slot::new(&words[offset..][..self.layout.words_per_slot])
     }
 
     /// The slot of ticket `t` if its page exists (readers never allocate),

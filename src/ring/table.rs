@@ -1,9 +1,12 @@
-//! A two-level table of lazily allocated pages of `AtomicU64` words.
+//! A table of lazily allocated pages of `AtomicU64` words: one level of
+//! empty cells for up to `flat_max` pages (chosen by the caller), two levels
+//! above that.
 //!
 //! Used for the slots and for each size class of extension blocks. Building a
-//! table allocates only its top level, about `sqrt(pages)` empty cells, so any
-//! accepted ring builds in constant time and small memory; a directory (the
-//! other `sqrt(pages)`) and a page are allocated on first use. Neither ever
+//! table allocates only its top level: at most `flat_max` empty cells, or
+//! about `sqrt(pages)` of them, so any accepted ring builds in constant time
+//! and small memory; a directory (the other `sqrt(pages)`) and a page are
+//! allocated on first use. One level saves a push a dependent load. Neither ever
 //! moves or is freed while the ring lives, which is what lets readers hold
 //! plain references into them.
 
@@ -51,39 +54,63 @@ pub(super) struct Table {
     page_words: usize,
     last_words: usize,
     pages: usize,
-    /// log2 of the pages per directory.
-    dir_shift: u32,
-    dirs: Box<[OnceLock<Dir>]>,
+    top: Top,
+}
+
+enum Top {
+    /// Every page's cell, allocated up front.
+    Flat(Dir),
+    /// Directories of `1 << shift` cells, each allocated on first use.
+    Dirs {
+        shift: u32,
+        dirs: Box<[OnceLock<Dir>]>,
+    },
 }
 
 impl Table {
-    /// A table of `pages` pages; nothing but the top level is allocated.
-    pub(super) fn new(pages: usize, page_words: usize, last_words: usize) -> Self {
+    /// A table of `pages` pages, one level if there are at most `flat_max`;
+    /// nothing but the top level is allocated.
+    pub(super) fn new(pages: usize, page_words: usize, last_words: usize, flat_max: usize) -> Self {
         debug_assert!(pages >= 1 && last_words <= page_words);
-        // About sqrt(pages) directories of about sqrt(pages) pages each.
-        let bits = usize::BITS - (pages - 1).leading_zeros();
-        let dir_shift = bits.div_ceil(2);
-        let dirs = pages.div_ceil(1 << dir_shift);
+        let top = if pages <= flat_max {
+            Top::Flat((0..pages).map(|_| OnceLock::new()).collect())
+        } else {
+            // About sqrt(pages) directories of about sqrt(pages) pages each.
+            let bits = usize::BITS - (pages - 1).leading_zeros();
+            let shift = bits.div_ceil(2);
+            let dirs = pages.div_ceil(1 << shift);
+            Top::Dirs {
+                shift,
+                dirs: (0..dirs).map(|_| OnceLock::new()).collect(),
+            }
+        };
         Self {
             page_words,
             last_words,
             pages,
-            dir_shift,
-            dirs: (0..dirs).map(|_| OnceLock::new()).collect(),
+            top,
         }
     }
 
     /// Heap bytes of the top level (what an idle table costs).
     pub(super) fn top_bytes(&self) -> usize {
-        self.dirs.len() * std::mem::size_of::<OnceLock<Dir>>()
+        match &self.top {
+            Top::Flat(cells) => cells.len() * std::mem::size_of::<OnceLock<Page>>(),
+            Top::Dirs { dirs, .. } => dirs.len() * std::mem::size_of::<OnceLock<Dir>>(),
+        }
     }
 
     /// Page `page` if it has been allocated.
     #[inline(always)]
     pub(super) fn get(&self, page: usize) -> Option<&[AtomicU64]> {
-        let dir = self.dirs.get(page >> self.dir_shift)?.get()?;
-        let page = dir.get(page & ((1 << self.dir_shift) - 1))?.get()?;
-        Some(page.words())
+        let cell = match &self.top {
+            Top::Flat(cells) => cells.get(page)?,
+            Top::Dirs { shift, dirs } => {
+                let dir = dirs.get(page >> shift)?.get()?;
+                dir.get(page & ((1 << shift) - 1))?
+            }
+        };
+        Some(cell.get()?.words())
     }
 
     /// Page `page`, allocating it (and its directory) on first use; calls
@@ -91,25 +118,30 @@ impl Table {
     #[cold]
     #[inline(never)]
     pub(super) fn get_or_alloc(&self, page: usize, allocated: impl Fn(usize)) -> &[AtomicU64] {
-        let d = page >> self.dir_shift;
-        let dir = self.dirs[d].get_or_init(|| {
-            let first = d << self.dir_shift;
-            let len = (self.pages - first).min(1 << self.dir_shift);
-            allocated(len * std::mem::size_of::<OnceLock<Page>>());
-            (0..len).map(|_| OnceLock::new()).collect()
-        });
-        dir[page & ((1 << self.dir_shift) - 1)]
-            .get_or_init(|| {
-                let words = if page + 1 == self.pages {
-                    self.last_words
-                } else {
-                    self.page_words
-                };
-                let page = Page::new(words);
-                allocated(page.words.len() * 8);
-                page
-            })
-            .words()
+        let cell = match &self.top {
+            Top::Flat(cells) => &cells[page],
+            Top::Dirs { shift, dirs } => {
+                let d = page >> shift;
+                let dir = dirs[d].get_or_init(|| {
+                    let first = d << shift;
+                    let len = (self.pages - first).min(1 << shift);
+                    allocated(len * std::mem::size_of::<OnceLock<Page>>());
+                    (0..len).map(|_| OnceLock::new()).collect()
+                });
+                &dir[page & ((1 << shift) - 1)]
+            }
+        };
+        cell.get_or_init(|| {
+            let words = if page + 1 == self.pages {
+                self.last_words
+            } else {
+                self.page_words
+            };
+            let page = Page::new(words);
+            allocated(page.words.len() * 8);
+            page
+        })
+        .words()
     }
 
     /// Allocates every page now (for loom: std's `OnceLock` is invisible to
@@ -145,9 +177,9 @@ mod tests {
 
     #[test]
     fn every_page_is_reachable_and_sized() {
-        for pages in [1usize, 2, 3, 5, 16, 17, 1000] {
-            let table = Table::new(pages, 4, 2);
-            assert!(table.dirs.len() * (1 << table.dir_shift) >= pages);
+        for pages in [1usize, 2, 3, 5, 16, 17, 1000, 1025, 5000] {
+            let table = Table::new(pages, 4, 2, 1024);
+            assert_eq!(matches!(table.top, Top::Flat(_)), pages <= 1024);
             for p in 0..pages {
                 assert!(table.get(p).is_none());
                 // Up to 7 words more, to start on a cache line.
@@ -162,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_huge_table_is_small_until_used() {
-        let table = Table::new(1 << 28, 512, 512);
+        let table = Table::new(1 << 28, 512, 512, 1024);
         assert!(table.top_bytes() <= 512 * 1024, "{}", table.top_bytes());
     }
 }

@@ -114,18 +114,78 @@ impl<R: Record> Ring<R> {
         if ticket & CLOSED != 0 {
             return Err(Rejected::Closed);
         }
-        if let Some(payload) = self.write(ticket, bytes) {
+        if self.sink.is_none() {
+            self.write(ticket, bytes);
+        } else if let Some(payload) = self.write_with_sink(ticket, bytes) {
             panic::resume_unwind(payload);
         }
         Ok(ticket)
     }
 
-    /// Steps 1 to 4 and the stores for `ticket`. Returns a caught sink panic.
-    #[inline]
-    fn write(&self, ticket: u64, bytes: &[u8]) -> Option<Panic> {
+    /// Steps 1, 3 and 4 and the stores for `ticket`, without a sink.
+    #[inline(always)]
+    fn write(&self, ticket: u64, bytes: &[u8]) {
         let slot = self.slot(ticket);
-        let (old, panic) = self.take_over(slot, ticket);
+        let old = self.take_over(slot, ticket);
+        self.store(slot, ticket, old, bytes);
+    }
+
+    /// [`write`](Ring::write) with step 2: the entry being overwritten goes
+    /// to the sink before the slot is claimed. Returns a caught sink panic.
+    #[inline(never)]
+    fn write_with_sink(&self, ticket: u64, bytes: &[u8]) -> Option<Panic> {
+        let slot = self.slot(ticket);
+        let old = self.take_over(slot, ticket);
+        let panic = match ticket.checked_sub(self.layout.capacity) {
+            Some(seq) => self.evict(slot, seq, old),
+            None => None,
+        };
+        self.store(slot, ticket, old, bytes);
+        panic
+    }
+
+    /// Step 1 for ticket `ticket` in `slot`: waits for the previous lap and
+    /// returns the header it left (whose block the caller now owns).
+    #[inline(always)]
+    fn take_over(&self, slot: Slot<'_>, ticket: u64) -> Header {
+        let Some(old) = ticket.checked_sub(self.layout.capacity) else {
+            // First lap: the slot was never written.
+            return Header::default();
+        };
+        // W1 Acquire: pairs with W5 (commit Release) of ticket `old`: its
+        // header, inline and block stores happen-before the loads below
+        // (capture) and before this writer's own stores to the same words.
+        if slot.wait_for(committed(old), Ordering::Acquire) {
+            bump(&self.stats.writer_waits);
+        }
+        slot.owned_header()
+    }
+
+    /// Steps 3 and 4 and the stores: claim, swap blocks if needed, W3, fill,
+    /// commit.
+    #[inline(always)]
+    fn store(&self, slot: Slot<'_>, ticket: u64, old: Header, bytes: &[u8]) {
         slot.claim(ticket);
+        if bytes.len() <= self.layout.inline_bytes && old.block.is_none() {
+            // The common case: inline before and after, no block to swap.
+            writer_fence();
+            slot.fill(
+                Header {
+                    len: bytes.len() as u32,
+                    block: None,
+                },
+                bytes,
+            );
+        } else {
+            self.store_spilled(slot, old, bytes);
+        }
+        slot.commit(ticket);
+    }
+
+    /// [`store`](Ring::store) of an entry that spills, or into a slot that
+    /// holds a block: everything between the claim and the commit.
+    #[inline]
+    fn store_spilled(&self, slot: Slot<'_>, old: Header, bytes: &[u8]) {
         let (inline, tail) = bytes.split_at(bytes.len().min(self.layout.inline_bytes));
         // After the claim (F1 publishes it to the block's next owner), before
         // W3 (which orders the pop before this writer's stores into it).
@@ -143,32 +203,6 @@ impl<R: Record> Ring<R> {
         if let Some(block) = block {
             fill_words(self.arena.owned(block, tail.len()), tail);
         }
-        slot.commit(ticket);
-        panic
-    }
-
-    /// Steps 1 and 2 for ticket `ticket` in `slot`: wait for the previous lap,
-    /// then release the entry being overwritten. Returns the old header (whose
-    /// block the caller now owns) and a caught sink panic.
-    #[inline]
-    fn take_over(&self, slot: Slot<'_>, ticket: u64) -> (Header, Option<Panic>) {
-        let Some(old) = ticket.checked_sub(self.layout.capacity) else {
-            // First lap: the slot was never written.
-            return (Header::default(), None);
-        };
-        // W1 Acquire: pairs with W5 (commit Release) of ticket `old`: its
-        // header, inline and block stores happen-before the loads below
-        // (capture) and before this writer's own stores to the same words.
-        if slot.wait_for(committed(old), Ordering::Acquire) {
-            bump(&self.stats.writer_waits);
-        }
-        let header = slot.owned_header();
-        let panic = if self.sink.is_some() {
-            self.evict(slot, old, header)
-        } else {
-            None
-        };
-        (header, panic)
     }
 
     /// Hands the entry of ticket `old` (in `slot`) to the sink. Out of line:
