@@ -317,8 +317,9 @@ impl CallState {
     }
 
     /// Appends a note stamped with the clock's time and returns its seq
-    /// (increasing; a note longer than one slot makes the next seq skip).
-    /// Allocates nothing for notes up to 104 bytes.
+    /// (0, 1, 2, ... whatever the notes' lengths). Allocates nothing for
+    /// notes up to 104 bytes, nor for longer ones once the ring has seen
+    /// their sizes.
     ///
     /// # Errors
     ///
