@@ -67,14 +67,25 @@ MUTANTS = {
            "if false {",
            "previous-lap wait skipped"),
     "P3": ("src/ring/write.rs",
-           "        let header = slot.owned_header();\n        let panic = if self.sink",
-           "        slot.claim(ticket);\n        let header = slot.owned_header();\n"
-           "        let panic = if self.sink",
+           "        let panic = match ticket.checked_sub(self.layout.capacity) {",
+           "        slot.claim(ticket);\n"
+           "        let panic = match ticket.checked_sub(self.layout.capacity) {",
            "slot claimed before the capture"),
+    # Several edits: the claim moves from before the swap to after it.
     "P6": ("src/ring/write.rs",
-           "        slot.claim(ticket);\n        let (inline, tail) = bytes.split_at(bytes.len().min(self.layout.inline_bytes));\n        // After the claim (F1 publishes it to the block's next owner), before\n        // W3 (which orders the pop before this writer's stores into it).\n        let block = self\n            .arena\n            .swap(old.block, self.layout.tail(old.len as usize), tail.len());\n        writer_fence();\n",
-           "        let (inline, tail) = bytes.split_at(bytes.len().min(self.layout.inline_bytes));\n        // After the claim (F1 publishes it to the block's next owner), before\n        // W3 (which orders the pop before this writer's stores into it).\n        let block = self\n            .arena\n            .swap(old.block, self.layout.tail(old.len as usize), tail.len());\n        slot.claim(ticket);\n        writer_fence();\n",
-           "claim moved after the block swap (freed block published before the claim)"),
+           [("        slot.claim(ticket);\n        if bytes.len() <= self.layout.inline_bytes",
+             "        if bytes.len() <= self.layout.inline_bytes"),
+            ("            writer_fence();\n            slot.fill(",
+             "            slot.claim(ticket);\n            writer_fence();\n            slot.fill("),
+            ("            self.store_spilled(slot, old, bytes);",
+             "            self.store_spilled(slot, old, bytes, ticket);"),
+            ("    fn store_spilled(&self, slot: Slot<'_>, old: Header, bytes: &[u8]) {",
+             "    fn store_spilled(&self, slot: Slot<'_>, old: Header, bytes: &[u8], ticket: u64) {"),
+            ("            .swap(old.block, self.layout.tail(old.len as usize), tail.len());\n",
+             "            .swap(old.block, self.layout.tail(old.len as usize), tail.len());\n"
+             "        slot.claim(ticket);\n")],
+           None,
+           "claim moved after the block swap (a freed block published before the claim)"),
     "P7": ("src/ring/arena.rs",
            "            (Some((c, b)), Some(n)) if c == n => Some(b),",
            "            (Some((_, b)), Some(_)) => Some(b),",
@@ -97,12 +108,17 @@ MUTANTS = {
 
 def run(label, scratch):
     path, old, new, what = MUTANTS[label]
+    # One edit, or a list of (old, new) edits applied in turn.
+    edits = old if isinstance(old, list) else [(old, new)]
     src = os.path.join(ROOT, path)
     text = open(src).read()
-    if text.count(old) != 1:
-        return f"{label}: pattern not found exactly once in {path} (update mutate.py)"
+    mutated = text
+    for old, new in edits:
+        if mutated.count(old) != 1:
+            return f"{label}: pattern not found exactly once in {path} (update mutate.py)"
+        mutated = mutated.replace(old, new)
     dst = os.path.join(scratch, path)
-    open(dst, "w").write(text.replace(old, new))
+    open(dst, "w").write(mutated)
     env = dict(os.environ, RUSTFLAGS="--cfg loom", LOOM_MAX_PREEMPTIONS=os.environ.get(
         "LOOM_MAX_PREEMPTIONS", "2"), CARGO_TARGET_DIR=os.path.join(ROOT, "target", "mutants"))
     start = time.time()
