@@ -233,7 +233,7 @@ impl<R: Record> Ring<R> {
     /// Runs between a writer's `fetch_add` and its commit, so nothing in it may
     /// unwind: a ticket that is never committed would block its slot forever.
     /// Both the user's `decode` and the sink run under `catch_unwind`; the
-    /// caller resumes the panic once its slots are committed.
+    /// caller resumes the panic once its slot is committed.
     fn hand_off(&self, seq: u64, reason: Reason, bytes: &[u8]) -> Option<Panic> {
         let sink = self.sink.as_deref()?;
         let value = match panic::catch_unwind(AssertUnwindSafe(|| R::decode(bytes))) {
