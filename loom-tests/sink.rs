@@ -8,7 +8,9 @@ mod common;
 use std::collections::HashMap;
 
 use callring::{CloseOutcome, PushError, Reason};
-use common::{check_reads, entry, id_of, model, ring_with_log, PAYLOAD};
+use common::{
+    check_reads, entry, id_of, model, ring_with_log, ring_with_log_max, MAX_ENTRY, PAYLOAD,
+};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -130,7 +132,7 @@ fn close_racing_pushes_loses_nothing() {
 #[test]
 fn an_evicted_entry_is_never_in_neither() {
     model(|| {
-        let (ring, log) = ring_with_log(1);
+        let (ring, log) = ring_with_log_max(1, MAX_ENTRY);
         let ring = Arc::new(ring);
         let old = entry(1, PAYLOAD + 8);
         assert_eq!(ring.push(old.clone()).unwrap(), 0);

@@ -9,14 +9,14 @@ mod common;
 use std::collections::HashMap;
 
 use callring::{CloseOutcome, PushError, Reason};
-use common::{check_reads, entry, id_of, model, ring, ring_with_log, PAYLOAD};
+use common::{check_reads, entry, id_of, model, ring_max, ring_with_log_max, MAX_ENTRY, PAYLOAD};
 use loom::sync::Arc;
 use loom::thread;
 
 /// Spills one word: block size class 0.
 const SHORT_TAIL: usize = PAYLOAD + 8;
-/// Spills three words: size class 2.
-const LONG_TAIL: usize = PAYLOAD + 20;
+/// Spills two words: size class 1.
+const LONG_TAIL: usize = PAYLOAD + 12;
 
 /// The reuse argument of `ring/arena.rs`, as a model. Ring of 2 slots, filled
 /// before the threads start: ticket 0 spilled (slot 0, block b), ticket 1
@@ -28,7 +28,7 @@ const LONG_TAIL: usize = PAYLOAD + 20;
 #[test]
 fn spilled_block_reused_under_a_reader() {
     model(|| {
-        let ring = Arc::new(ring(2));
+        let ring = Arc::new(ring_max(2, MAX_ENTRY));
         let mut pushed = HashMap::new();
         for (id, len) in [(1u8, SHORT_TAIL), (2, 8)] {
             pushed.insert(ring.push(entry(id, len)).unwrap(), entry(id, len));
@@ -62,7 +62,7 @@ fn spilled_block_reused_under_a_reader() {
 #[test]
 fn overwriter_captures_a_spilled_entry() {
     model(|| {
-        let (ring, log) = ring_with_log(1);
+        let (ring, log) = ring_with_log_max(1, MAX_ENTRY);
         let ring = Arc::new(ring);
         let writers: Vec<_> = [(1u8, SHORT_TAIL), (2, LONG_TAIL)]
             .into_iter()
@@ -94,7 +94,7 @@ fn overwriter_captures_a_spilled_entry() {
 #[test]
 fn close_racing_spilled_pushes_loses_nothing() {
     model(|| {
-        let (ring, log) = ring_with_log(2);
+        let (ring, log) = ring_with_log_max(2, MAX_ENTRY);
         let ring = Arc::new(ring);
         let writers: Vec<_> = [
             vec![(1u8, SHORT_TAIL), (2, LONG_TAIL)],
