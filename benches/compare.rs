@@ -18,8 +18,8 @@ use hdrhistogram::Histogram;
 
 mod common;
 use common::{
-    full, full_call, timed_pushes, Call, CallNotes, Callring, Notes, ParkingLot, Queue, SeedCall,
-    SeedVec, StdMutex, N, NOTE,
+    full, full_call, timed_pushes, timed_pushes_of, Call, CallNotes, Callring, Notes, ParkingLot,
+    Queue, SeedCall, SeedVec, StdMutex, N, NOTE, NOTE150,
 };
 
 // ------------------------------------------------------- counting allocator
@@ -168,6 +168,35 @@ impl Workload {
 fn push<C: Notes>(threads: usize, pushes: u64) -> f64 {
     let store: C = full();
     timed_pushes(&store, threads, pushes).as_nanos() as f64 / pushes as f64
+}
+
+/// ns per push of a 150-byte note, one writer, steady state (full of them),
+/// with `idle` more threads alive in the process, parked throughout: what a
+/// push costs must not grow with the threads an agent host runs.
+fn push150<C: Notes>(idle: usize, pushes: u64) -> f64 {
+    assert_eq!(NOTE150.len(), 150);
+    let store = C::new();
+    for _ in 0..2 * N {
+        store.push(NOTE150);
+    }
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        let parked: Vec<_> = (0..idle)
+            .map(|_| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Acquire) {
+                        thread::park();
+                    }
+                })
+            })
+            .collect();
+        let ns = timed_pushes_of(&store, 1, pushes, NOTE150).as_nanos() as f64 / pushes as f64;
+        stop.store(true, Ordering::Release);
+        for t in &parked {
+            t.thread().unpark();
+        }
+        ns
+    })
 }
 
 /// ns per read of a full store.
@@ -354,6 +383,30 @@ fn main() {
         ),
         (
             Workload::new(
+                "push150",
+                "push a 150-byte note, 1 writer".into(),
+                "ns/push",
+                1,
+            ),
+            vec![
+                (Callring::NAME, || (push150::<Callring>(0, PUSHES), vec![])),
+                (StdMutex::NAME, || (push150::<StdMutex>(0, PUSHES), vec![])),
+            ],
+        ),
+        (
+            Workload::new(
+                "push150_t64",
+                "push a 150-byte note, 1 writer, 63 more threads parked in the process".into(),
+                "ns/push",
+                1,
+            ),
+            vec![
+                (Callring::NAME, || (push150::<Callring>(63, PUSHES), vec![])),
+                (StdMutex::NAME, || (push150::<StdMutex>(63, PUSHES), vec![])),
+            ],
+        ),
+        (
+            Workload::new(
                 "join",
                 format!("join all {N} notes, 1 thread"),
                 "ns/join",
@@ -521,11 +574,27 @@ fn main() {
         );
     }
     println!("finished in {:.0?}", started.elapsed());
+    let ns = |key: &str| {
+        workloads
+            .iter()
+            .find(|(w, _)| w.key == key)
+            .and_then(|(w, _)| w.series.iter().find(|s| s.name == Callring::NAME))
+            .map_or(f64::NAN, |s| median(&s.values))
+    };
     println!(
-        "ratio-summary: push1={:.3} push2={:.3} p999_under_reader={:.3} join={:.3}",
+        "callring 150-byte push: {:.1} ns alone, {:.1} ns with 63 more threads ({:.2}x)",
+        ns("push150"),
+        ns("push150_t64"),
+        ns("push150_t64") / ns("push150")
+    );
+    println!(
+        "ratio-summary: push1={:.3} push2={:.3} p999_under_reader={:.3} join={:.3} \
+         push150={:.3} push150_t64={:.3}",
         find("push1"),
         find("push2"),
         find("p999_under_reader"),
-        find("join")
+        find("join"),
+        find("push150"),
+        find("push150_t64")
     );
 }

@@ -10,10 +10,13 @@ use std::sync::{Arc as StdArc, Mutex};
 
 use callring::{Bytes, Evicted, Ring};
 
-/// Slot of stamp + header + 2 payload words: 16 payload bytes.
+/// Slot of stamp + header + 2 payload words: 16 payload bytes inline.
 pub const SLOT_BYTES: usize = 32;
-/// Payload bytes per slot at `SLOT_BYTES`.
+/// Inline payload bytes per slot at `SLOT_BYTES`.
 pub const PAYLOAD: usize = 16;
+/// Longest entry in the spilling models: up to 16 bytes spill into extension
+/// blocks of 1 or 2 words (size classes 0 and 1), few atomics for loom.
+pub const MAX_ENTRY: usize = PAYLOAD + 16;
 
 /// Runs `f` under loom with a preemption bound (2 unless
 /// `LOOM_MAX_PREEMPTIONS` says otherwise) and a branch limit high enough for
@@ -46,23 +49,36 @@ pub fn id_of(bytes: &[u8]) -> u8 {
 pub type Log = StdArc<Mutex<Vec<Evicted<Vec<u8>>>>>;
 
 /// A ring of `capacity` small slots whose sink appends to the returned log.
+/// Entries fit inline (no extension blocks: fewer atomics for loom to track).
 pub fn ring_with_log(capacity: usize) -> (Ring<Bytes>, Log) {
+    ring_with_log_max(capacity, PAYLOAD)
+}
+
+/// [`ring_with_log`] accepting entries of up to `max_entry` bytes.
+pub fn ring_with_log_max(capacity: usize, max_entry: usize) -> (Ring<Bytes>, Log) {
     let log: Log = StdArc::default();
     let sink_log = log.clone();
     let ring = Ring::<Bytes>::builder()
         .capacity(capacity)
         .slot_bytes(SLOT_BYTES)
+        .max_entry_bytes(max_entry)
         .sink(move |e: Evicted<Vec<u8>>| sink_log.lock().unwrap().push(e))
         .build()
         .unwrap();
     (ring, log)
 }
 
-/// A ring of `capacity` small slots without a sink.
+/// A ring of `capacity` small slots without a sink, entries inline only.
 pub fn ring(capacity: usize) -> Ring<Bytes> {
+    ring_max(capacity, PAYLOAD)
+}
+
+/// [`ring`] accepting entries of up to `max_entry` bytes.
+pub fn ring_max(capacity: usize, max_entry: usize) -> Ring<Bytes> {
     Ring::<Bytes>::builder()
         .capacity(capacity)
         .slot_bytes(SLOT_BYTES)
+        .max_entry_bytes(max_entry)
         .build()
         .unwrap()
 }

@@ -8,7 +8,9 @@ mod common;
 use std::collections::HashMap;
 
 use callring::{CloseOutcome, PushError, Reason};
-use common::{check_reads, entry, id_of, model, ring_with_log, PAYLOAD};
+use common::{
+    check_reads, entry, id_of, model, ring_with_log, ring_with_log_max, MAX_ENTRY, PAYLOAD,
+};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -118,5 +120,37 @@ fn close_racing_pushes_loses_nothing() {
             ring.push(entry(9, PAYLOAD)),
             Err(PushError::Closed(v)) if v == entry(9, PAYLOAD)
         ));
+    });
+}
+
+/// At every instant an entry is in the ring, the sink, or both, never in
+/// neither: an overwriter hands the old entry over *before* it claims the
+/// slot. A spilled entry is pushed (and completed) before a reader starts;
+/// another writer evicts it on a 1-slot ring while the reader snapshots.
+/// Whatever the snapshot missed must already be in the sink when the
+/// snapshot returns.
+#[test]
+fn an_evicted_entry_is_never_in_neither() {
+    model(|| {
+        let (ring, log) = ring_with_log_max(1, MAX_ENTRY);
+        let ring = Arc::new(ring);
+        let old = entry(1, PAYLOAD + 8);
+        assert_eq!(ring.push(old.clone()).unwrap(), 0);
+        let writer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.push(entry(2, PAYLOAD)).unwrap())
+        };
+        let snap = ring.snapshot().into_entries();
+        let in_ring = snap.iter().any(|(seq, v)| *seq == 0 && *v == old);
+        let in_sink = log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.seq == 0 && e.value == old);
+        assert!(
+            in_ring || in_sink,
+            "entry 0 in neither the ring nor the sink"
+        );
+        writer.join().unwrap();
     });
 }

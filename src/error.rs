@@ -39,6 +39,13 @@ pub enum BuildError {
         /// The largest allowed size.
         max: usize,
     },
+    /// A longest entry above [`MAX_ENTRY_BYTES`](crate::MAX_ENTRY_BYTES).
+    MaxEntryBytes {
+        /// What was asked for.
+        requested: usize,
+        /// The largest allowed.
+        max: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -56,6 +63,10 @@ impl fmt::Display for BuildError {
             } => write!(
                 f,
                 "slot size of {requested} bytes must be a multiple of 8 from {min} to {max}"
+            ),
+            BuildError::MaxEntryBytes { requested, max } => write!(
+                f,
+                "longest entry of {requested} bytes is above the maximum of {max}"
             ),
         }
     }
@@ -82,7 +93,8 @@ impl std::error::Error for BuildError {}
 pub enum PushError<V> {
     /// The ring was closed before this push took its ticket.
     Closed(V),
-    /// The encoded value needs more room than the whole ring (or than 4 GiB).
+    /// The encoded value is longer than the ring's
+    /// [`max_entry_bytes`](crate::Ring::max_entry_bytes).
     TooLarge {
         /// The value, handed back.
         value: V,
@@ -146,7 +158,7 @@ impl<V> fmt::Display for PushError<V> {
             PushError::Closed(_) => f.write_str("push to a closed ring"),
             PushError::TooLarge { len, max, .. } => write!(
                 f,
-                "entry of {len} bytes is larger than the ring can hold ({max} bytes)"
+                "entry of {len} bytes is longer than the ring's maximum of {max} bytes"
             ),
             PushError::Encode { error, .. } => write!(f, "{error}"),
         }

@@ -1,8 +1,8 @@
 //! Where entries go when they leave the ring: the eviction sink.
 //!
-//! With a sink attached, the writer that is about to overwrite an entry's first
-//! slot copies the whole entry out and hands it to the sink *before* it reuses
-//! the slot; `close` hands over everything still in the ring. So at every
+//! With a sink attached, the writer that is about to overwrite an entry copies
+//! it out (extension block included) and hands it to the sink *before* it
+//! claims the slot; `close` hands over everything still in the ring. So at every
 //! instant each entry is in the ring, in the sink, or (during the hand-off) in
 //! both, never in neither; and each entry is handed over exactly once.
 

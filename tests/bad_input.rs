@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use callring::{
     BuildError, Bytes, CloseOutcome, DecodeError, EncodeError, Evicted, PushError, Reason, Record,
-    Ring, Text, MAX_CAPACITY, MAX_SLOT_BYTES, MIN_SLOT_BYTES,
+    Ring, Text, DEFAULT_MAX_ENTRY_BYTES, MAX_CAPACITY, MAX_ENTRY_BYTES, MAX_SLOT_BYTES,
+    MIN_SLOT_BYTES,
 };
 
 type Log = Arc<Mutex<Vec<Evicted<String>>>>;
@@ -111,6 +112,46 @@ fn slot_bytes_out_of_range_or_unaligned() {
 }
 
 #[test]
+fn max_entry_bytes_out_of_range() {
+    let err = Ring::<Text>::builder()
+        .max_entry_bytes(MAX_ENTRY_BYTES + 1)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::MaxEntryBytes {
+            requested: MAX_ENTRY_BYTES + 1,
+            max: MAX_ENTRY_BYTES
+        }
+    );
+    assert_mentions(
+        &err.to_string(),
+        &[
+            &(MAX_ENTRY_BYTES + 1).to_string(),
+            &MAX_ENTRY_BYTES.to_string(),
+        ],
+    );
+    // Both ends of the accepted range build; 0 accepts only the empty entry.
+    let ring = Ring::<Text>::builder()
+        .max_entry_bytes(MAX_ENTRY_BYTES)
+        .build()
+        .unwrap();
+    let longest = "L".repeat(MAX_ENTRY_BYTES);
+    assert_eq!(ring.push(longest.as_str()).unwrap(), 0);
+    assert_eq!(ring.snapshot().into_entries(), [(0, longest)]);
+    let ring = Ring::<Text>::builder().max_entry_bytes(0).build().unwrap();
+    assert_eq!(ring.push("").unwrap(), 0);
+    assert!(matches!(
+        ring.push("x"),
+        Err(PushError::TooLarge { len: 1, max: 0, .. })
+    ));
+    assert_eq!(
+        Ring::<Text>::new(1).unwrap().max_entry_bytes(),
+        DEFAULT_MAX_ENTRY_BYTES
+    );
+}
+
+#[test]
 fn capacity_is_checked_before_slot_bytes() {
     // Both wrong: the capacity is reported (one error, deterministic).
     let err = Ring::<Text>::builder()
@@ -125,11 +166,15 @@ fn capacity_is_checked_before_slot_bytes() {
 
 #[test]
 fn too_large_gives_the_value_back_and_stores_nothing() {
-    let ring = Ring::<Text>::new(2).unwrap();
+    let ring = Ring::<Text>::builder()
+        .capacity(2)
+        .max_entry_bytes(224)
+        .build()
+        .unwrap();
     ring.push("kept").unwrap();
     let before = ring.metrics();
     let max = ring.max_entry_bytes();
-    assert_eq!(max, 2 * 112);
+    assert_eq!(max, 224);
 
     let huge = "é".repeat(max / 2) + "x"; // max + 1 bytes, multi-byte
     assert_eq!(huge.len(), max + 1);
@@ -168,7 +213,11 @@ fn too_large_gives_the_value_back_and_stores_nothing() {
 fn too_large_on_a_closed_ring_reports_the_size() {
     // The length is checked before the ticket, so a closed ring still says
     // TooLarge for a value it could never hold.
-    let ring = Ring::<Text>::new(1).unwrap();
+    let ring = Ring::<Text>::builder()
+        .capacity(1)
+        .max_entry_bytes(112)
+        .build()
+        .unwrap();
     let _ = ring.close();
     let err = ring.push("x".repeat(113)).unwrap_err();
     assert!(
@@ -195,7 +244,11 @@ impl Borrow<str> for Opaque {
 
 #[test]
 fn push_error_debug_does_not_need_value_debug() {
-    let ring = Ring::<Text>::new(1).unwrap();
+    let ring = Ring::<Text>::builder()
+        .capacity(1)
+        .max_entry_bytes(112)
+        .build()
+        .unwrap();
     let err = ring.push(Opaque("y".repeat(200))).unwrap_err();
     assert_mentions(&format!("{err:?}"), &["TooLarge", "200", "112"]);
     assert_eq!(err.into_value().0.len(), 200);
@@ -225,7 +278,7 @@ fn closed_gives_the_value_back() {
     let back = err.into_value();
     assert_eq!((back.as_str(), back.as_ptr()), ("after close", ptr));
 
-    // A multi-slot value is refused the same way.
+    // A value longer than the inline payload is refused the same way.
     let long = "z".repeat(300);
     assert_eq!(ring.push(long.as_str()).unwrap_err().into_value(), long);
 
@@ -383,15 +436,15 @@ fn disconnected_channel_sink_refuses_and_nothing_is_lost() {
         .sink(tx)
         .build()
         .unwrap();
-    // "a", "b" fill the ring; "c" evicts "a"; the 20-byte entry (2 slots)
-    // evicts "b" and "c".
+    // "a", "b" fill the ring; "c" evicts "a"; the 20-byte entry (one
+    // ticket, 4 bytes in an extension block) evicts "b".
     let long = "twenty bytes exactly";
     assert_eq!(long.len(), 20);
     for (v, seq) in [("a", 0), ("b", 1), ("c", 2), (long, 3)] {
         assert_eq!(ring.push(v).unwrap(), seq, "pushes succeed regardless");
     }
     let m = ring.metrics();
-    assert_eq!((m.appended, m.evicted, m.refused), (4, 3, 3));
+    assert_eq!((m.appended, m.evicted, m.refused), (4, 2, 2));
     assert_eq!(m.sink_panics, 0);
     let refused = ring.take_refused();
     assert_eq!(
@@ -399,19 +452,21 @@ fn disconnected_channel_sink_refuses_and_nothing_is_lost() {
         [
             Evicted::new(0, Reason::Evicted, "a".to_string()),
             Evicted::new(1, Reason::Evicted, "b".to_string()),
-            Evicted::new(2, Reason::Evicted, "c".to_string()),
         ]
     );
     assert!(ring.take_refused().is_empty(), "taken once");
-    assert_eq!(ring.metrics().refused, 3, "a count, not a queue length");
+    assert_eq!(ring.metrics().refused, 2, "a count, not a queue length");
 
     // close drains into the same dead channel: refused too, kept too.
-    assert_eq!(ring.close(), CloseOutcome::Closed { drained: 1 });
+    assert_eq!(ring.close(), CloseOutcome::Closed { drained: 2 });
     let m = ring.metrics();
-    assert_eq!((m.refused, m.drained), (4, 1));
+    assert_eq!((m.refused, m.drained), (4, 2));
     assert_eq!(
         ring.take_refused(),
-        [Evicted::new(3, Reason::Drained, long.to_string())]
+        [
+            Evicted::new(2, Reason::Drained, "c".to_string()),
+            Evicted::new(3, Reason::Drained, long.to_string()),
+        ]
     );
 }
 
@@ -470,7 +525,7 @@ fn panicking_sink_resumes_in_push_but_the_entry_is_stored() {
 }
 
 #[test]
-fn panicking_sink_during_a_multi_slot_push_stores_the_entry() {
+fn panicking_sink_during_a_spilled_push_stores_the_entry() {
     let ring = Ring::<Text>::builder()
         .capacity(3)
         .slot_bytes(24) // 8 payload bytes
@@ -480,16 +535,21 @@ fn panicking_sink_during_a_multi_slot_push_stores_the_entry() {
     for v in ["a", "b", "c"] {
         ring.push(v).unwrap();
     }
-    // 17 bytes = 3 slots: evicts all three; the first panic is resumed.
+    // 17 bytes: 8 inline, 9 in a block; evicts "a" and resumes its panic.
     let payload = catch_unwind(AssertUnwindSafe(|| ring.push("seventeen bytes!!"))).unwrap_err();
     assert_eq!(
         payload.downcast_ref::<String>().map(String::as_str),
         Some("no archive for a")
     );
-    assert_eq!(snapshot_of(&ring), [(3, "seventeen bytes!!".to_string())]);
+    let kept = [
+        (1, "b".to_string()),
+        (2, "c".to_string()),
+        (3, "seventeen bytes!!".to_string()),
+    ];
+    assert_eq!(snapshot_of(&ring), kept);
     let m = ring.metrics();
-    assert_eq!((m.appended, m.evicted, m.sink_panics), (4, 3, 3));
-    assert_eq!(ring.join(""), "seventeen bytes!!");
+    assert_eq!((m.appended, m.evicted, m.sink_panics), (4, 1, 1));
+    assert_eq!(ring.join(""), "bcseventeen bytes!!");
 }
 
 #[test]
@@ -528,13 +588,14 @@ fn bytes_record_stores_invalid_utf8() {
     let (tx, rx) = crossbeam_channel::unbounded();
     let ring = Ring::<Bytes>::builder()
         .capacity(1)
+        .max_entry_bytes(200)
         .sink(tx)
         .build()
         .unwrap();
     let junk: &[u8] = &[0xff, 0xfe, 0x00, 0xc3, 0x28, 0x80];
     ring.push(junk).unwrap();
     assert_eq!(ring.snapshot().into_entries(), [(0, junk.to_vec())]);
-    ring.push(vec![0xc0u8; 300]).unwrap_err(); // too large for one slot
+    ring.push(vec![0xc0u8; 300]).unwrap_err(); // longer than max_entry_bytes
     ring.push(Vec::new()).unwrap(); // empty: evicts `junk`
     let e = rx.try_recv().unwrap();
     assert_eq!(
@@ -549,7 +610,11 @@ fn bytes_record_stores_invalid_utf8() {
 
 #[test]
 fn capacity_one_and_the_exact_size_limit() {
-    let ring = Ring::<Text>::new(1).unwrap();
+    let ring = Ring::<Text>::builder()
+        .capacity(1)
+        .max_entry_bytes(112)
+        .build()
+        .unwrap();
     assert_eq!(ring.capacity(), 1);
     assert_eq!(ring.slot_payload_bytes(), 112);
     assert_eq!(ring.max_entry_bytes(), 112);
@@ -598,22 +663,29 @@ fn capacity_one_smallest_slot_with_a_sink() {
     let ring = Ring::<Text>::builder()
         .capacity(1)
         .slot_bytes(MIN_SLOT_BYTES)
+        .max_entry_bytes(20)
         .sink(logging_sink(&log))
         .build()
         .unwrap();
-    assert_eq!(ring.max_entry_bytes(), 8);
+    assert_eq!((ring.slot_payload_bytes(), ring.max_entry_bytes()), (8, 20));
     assert_eq!(ring.push("8 bytes!").unwrap(), 0);
     assert!(matches!(
-        ring.push("9 bytes!!"),
-        Err(PushError::TooLarge { len: 9, max: 8, .. })
+        ring.push("twenty-one bytes long"),
+        Err(PushError::TooLarge {
+            len: 21,
+            max: 20,
+            ..
+        })
     ));
-    assert_eq!(ring.push("€€").unwrap(), 1); // 6 bytes
+    assert_eq!(ring.push("twenty bytes exactly").unwrap(), 1); // 8 + 12 spilled
+    assert_eq!(ring.push("€€").unwrap(), 2); // 6 bytes: gives the block back
     assert_eq!(ring.close(), CloseOutcome::Closed { drained: 1 });
     assert_eq!(
         *log.lock().unwrap(),
         [
             Evicted::new(0, Reason::Evicted, "8 bytes!".to_string()),
-            Evicted::new(1, Reason::Drained, "€€".to_string()),
+            Evicted::new(1, Reason::Evicted, "twenty bytes exactly".to_string()),
+            Evicted::new(2, Reason::Drained, "€€".to_string()),
         ]
     );
 }

@@ -2,18 +2,14 @@
 //! Property test: a single-threaded `Ring<Text>` behaves exactly like a
 //! `VecDeque` oracle that models tickets the way the ring hands them out.
 //!
-//! The oracle: an entry of `len` bytes takes `max(1, ceil(len / payload))`
-//! consecutive tickets from one `fetch_add`, its sequence number is its first
-//! ticket, and the ring retains the entries whose first ticket lies within the
-//! last `capacity` tickets (its later tickets then do too). The writer that
-//! overwrites an entry's first slot is the one that evicts it (slots are
-//! overwritten in ticket order, so the first slot always goes first); a
-//! partially overwritten multi-slot entry is therefore already gone from
-//! snapshots and already handed to the sink, whole. Entries longer than
-//! `capacity * payload` are refused with `TooLarge` and take no ticket; after
-//! `close` pushes are refused with `Closed` (a too-large value still reports
-//! `TooLarge`: the length check comes before the ticket), and with a sink
-//! `close` drains the retained entries in sequence order.
+//! The oracle: every entry takes one ticket, whatever its length, its sequence
+//! number is that ticket, and the ring retains the entries among the last
+//! `capacity` tickets. Entries longer than `max_entry_bytes` are refused with
+//! `TooLarge` and take no ticket; after `close` pushes are refused with
+//! `Closed` (a too-large value still reports `TooLarge`: the length check
+//! comes before the ticket), and with a sink `close` drains the retained
+//! entries in sequence order. Lengths straddle the inline payload and the
+//! extension blocks' size classes, so slots keep, swap and give back blocks.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +37,7 @@ type Log = Arc<Mutex<Vec<Evicted<String>>>>;
 struct Setup {
     capacity: usize,
     slot_bytes: usize,
+    max_entry: usize,
     sink: bool,
 }
 
@@ -98,16 +95,24 @@ fn op(payload: usize) -> BoxedStrategy<Op> {
 }
 
 fn scenario() -> impl Strategy<Value = (Setup, Vec<Op>)> {
-    (1usize..=8, select(SLOT_SIZES.to_vec()), any::<bool>()).prop_flat_map(
-        |(capacity, slot_bytes, sink)| {
+    (
+        1usize..=8,
+        select(SLOT_SIZES.to_vec()),
+        0usize..4,
+        any::<bool>(),
+    )
+        .prop_flat_map(|(capacity, slot_bytes, max, sink)| {
+            let payload = slot_bytes - SLOT_OVERHEAD;
+            // Below, at and above the inline payload, up to the longest text.
+            let max_entry = [payload / 2, payload, 2 * payload + 5, 3 * payload][max];
             let setup = Setup {
                 capacity,
                 slot_bytes,
+                max_entry,
                 sink,
             };
             (Just(setup), vec(op(setup.payload()), 0..48))
-        },
-    )
+        })
 }
 
 /// What a push should return.
@@ -134,8 +139,8 @@ struct Model {
     closed: bool,
     /// What the sink must have received, in order.
     sink_log: Vec<Evicted<String>>,
-    /// Chunks of each retained entry, for coverage counting.
-    chunks: VecDeque<u64>,
+    /// Whether each retained entry spilled past the inline payload.
+    spilled: VecDeque<bool>,
 }
 
 impl Model {
@@ -144,7 +149,7 @@ impl Model {
         Self {
             capacity: setup.capacity as u64,
             payload,
-            max_entry: setup.capacity * payload,
+            max_entry: setup.max_entry,
             sink: setup.sink,
             head: 0,
             entries: VecDeque::new(),
@@ -153,12 +158,12 @@ impl Model {
             drained: 0,
             closed: false,
             sink_log: Vec::new(),
-            chunks: VecDeque::new(),
+            spilled: VecDeque::new(),
         }
     }
 
-    /// Returns what the push should return and how many multi-slot entries
-    /// it evicted.
+    /// Returns what the push should return and how many spilled entries it
+    /// evicted.
     fn push(&mut self, value: &str) -> (Pushed, u64) {
         let len = value.len();
         if len > self.max_entry {
@@ -173,17 +178,16 @@ impl Model {
         if self.closed {
             return (Pushed::Closed, 0);
         }
-        let chunks = len.div_ceil(self.payload).max(1) as u64;
         let seq = self.head;
-        self.head += chunks;
+        self.head += 1;
         self.appended += 1;
         self.entries.push_back((seq, value.to_owned()));
-        self.chunks.push_back(chunks);
+        self.spilled.push_back(len > self.payload);
         let window = self.head.saturating_sub(self.capacity);
         let mut multi = 0;
         while self.entries.front().is_some_and(|(s, _)| *s < window) {
             let (seq, value) = self.entries.pop_front().expect("checked");
-            if self.chunks.pop_front().expect("parallel") > 1 {
+            if self.spilled.pop_front().expect("parallel") {
                 multi += 1;
             }
             self.evicted += 1;
@@ -258,6 +262,7 @@ fn check(ring: &Ring<Text>, model: &Model, log: &Log) -> Result<(), TestCaseErro
     prop_assert_eq!(ring.len(), model.entries.len());
     prop_assert_eq!(ring.is_empty(), model.entries.is_empty());
     prop_assert_eq!(ring.is_closed(), model.closed);
+    prop_assert!(m.bytes > 0 || model.head == 0);
 
     let received = log.lock().expect("sink never panics").clone();
     prop_assert_eq!(&received[..], &model.sink_log[..]);
@@ -269,8 +274,8 @@ fn check(ring: &Ring<Text>, model: &Model, log: &Log) -> Result<(), TestCaseErro
 /// change that stops reaching them fails the test instead of passing vacuously.
 #[derive(Default)]
 struct Coverage {
-    multi_slot_evicted_to_sink: AtomicUsize,
-    multi_slot_evicted_no_sink: AtomicUsize,
+    spilled_evicted_to_sink: AtomicUsize,
+    spilled_evicted_no_sink: AtomicUsize,
     too_large: AtomicUsize,
     closed_push: AtomicUsize,
     drained_nonempty: AtomicUsize,
@@ -286,9 +291,9 @@ fn run_push(
     let (want, multi) = model.push(value);
     if multi > 0 {
         let counter = if model.sink {
-            &cov.multi_slot_evicted_to_sink
+            &cov.spilled_evicted_to_sink
         } else {
-            &cov.multi_slot_evicted_no_sink
+            &cov.spilled_evicted_no_sink
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -336,7 +341,8 @@ fn run_case(setup: Setup, ops: &[Op], cov: &Coverage) -> Result<(), TestCaseErro
     let log: Log = Arc::default();
     let mut builder = Ring::<Text>::builder()
         .capacity(setup.capacity)
-        .slot_bytes(setup.slot_bytes);
+        .slot_bytes(setup.slot_bytes)
+        .max_entry_bytes(setup.max_entry);
     if setup.sink {
         let log = Arc::clone(&log);
         builder = builder.sink(move |e: Evicted<String>| log.lock().expect("no panic").push(e));
@@ -419,12 +425,12 @@ fn single_thread_ring_matches_the_ticket_model() {
     let count = |c: &AtomicUsize| c.load(Ordering::Relaxed);
     for (what, n) in [
         (
-            "multi-slot entry evicted to a sink",
-            count(&cov.multi_slot_evicted_to_sink),
+            "spilled entry evicted to a sink",
+            count(&cov.spilled_evicted_to_sink),
         ),
         (
-            "multi-slot entry evicted without sink",
-            count(&cov.multi_slot_evicted_no_sink),
+            "spilled entry evicted without sink",
+            count(&cov.spilled_evicted_no_sink),
         ),
         ("too-large push", count(&cov.too_large)),
         ("push after close", count(&cov.closed_push)),
@@ -435,56 +441,37 @@ fn single_thread_ring_matches_the_ticket_model() {
     }
 }
 
-/// The oracle's rule for multi-slot entries, spelled out on one scenario: a
-/// partially overwritten entry is gone from snapshots (its surviving
-/// continuation slots are skipped silently) and was handed to the sink whole
-/// by the writer of its first slot; overwriting its later slots hands over
-/// nothing more.
+/// One ticket per entry, spelled out: long and short entries take one seq
+/// each, a ring of 4 keeps the newest 4 whatever their lengths, and each
+/// evicted entry reaches the sink whole, once.
 #[test]
-fn partially_overwritten_multi_slot_entry() {
+fn long_entries_take_one_ticket_each() {
     let log: Log = Arc::default();
     let sink_log = Arc::clone(&log);
     let ring = Ring::<Text>::builder()
         .capacity(4)
-        .slot_bytes(24) // 8 payload bytes per slot
+        .slot_bytes(24) // 8 payload bytes inline
         .sink(move |e: Evicted<String>| sink_log.lock().unwrap().push(e))
         .build()
         .unwrap();
-    let long = "0123456789abcdefghij"; // 20 bytes: 3 slots, tickets 0..3
-    assert_eq!(ring.push(long).unwrap(), 0);
-    assert_eq!(ring.push("b").unwrap(), 3);
-    assert!(log.lock().unwrap().is_empty());
-    // 9 bytes, 2 slots, tickets 4..6: overwrites tickets 0 and 1 of `long`,
-    // whose third slot (ticket 2) is still intact in the window [2, 6).
-    assert_eq!(ring.push("nine byte").unwrap(), 4);
+    let values: Vec<String> = (0..10)
+        .map(|i| format!("{i}:{}", "x".repeat([0, 6, 7, 20, 300, 9][i % 6])))
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(ring.push(v.as_str()).unwrap(), i as u64);
+    }
     let snap = ring.snapshot();
-    assert_eq!(
-        snap.entries(),
-        [(3, "b".to_string()), (4, "nine byte".to_string())]
-    );
-    assert_eq!(snap.skipped().total(), 0);
-    assert_eq!(
-        *log.lock().unwrap(),
-        [Evicted::new(0, Reason::Evicted, long.to_string())]
-    );
+    let newest: Vec<(u64, String)> = (6..10).map(|i| (i, values[i as usize].clone())).collect();
+    assert_eq!(snap.entries(), &newest[..]);
+    let evicted: Vec<(u64, String)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.seq, e.value.clone()))
+        .collect();
+    let oldest: Vec<(u64, String)> = (0..6).map(|i| (i, values[i as usize].clone())).collect();
+    assert_eq!(evicted, oldest);
     let m = ring.metrics();
-    assert_eq!((m.appended, m.evicted, m.retained), (3, 1, 2));
-
-    // Ticket 6 overwrites the last slot of `long`: no second hand-off.
-    assert_eq!(ring.push("d").unwrap(), 6);
-    assert_eq!(log.lock().unwrap().len(), 1);
-    let m = ring.metrics();
-    assert_eq!((m.appended, m.evicted, m.retained), (4, 1, 3));
-
-    // An entry as large as the ring evicts everything, in seq order.
-    let whole = "x".repeat(ring.max_entry_bytes());
-    assert_eq!(ring.push(whole.as_str()).unwrap(), 7);
-    let evicted: Vec<u64> = log.lock().unwrap().iter().map(|e| e.seq).collect();
-    assert_eq!(evicted, [0, 3, 4, 6]);
-    assert_eq!(ring.snapshot().entries(), [(7, whole.clone())]);
-    assert_eq!(ring.close(), CloseOutcome::Closed { drained: 1 });
-    assert_eq!(
-        log.lock().unwrap().last(),
-        Some(&Evicted::new(7, Reason::Drained, whole))
-    );
+    assert_eq!((m.appended, m.evicted, m.retained), (10, 6, 4));
+    assert_eq!(ring.close(), CloseOutcome::Closed { drained: 4 });
 }

@@ -22,6 +22,11 @@ pub const N: usize = 1000;
 pub const NOTE: &str =
     "Customer confirmed identity via DOB and postcode; consented to a payment plan.    ";
 
+/// A 150-byte note: longer than a default slot's 112 inline bytes.
+pub const NOTE150: &str =
+    "Caller disputed the March invoice; agent offered a callback from billing, \
+confirmed the postal address and noted a preference for email contact.......";
+
 /// A last-`N` store of notes, shared by writer threads.
 pub trait Notes: Sync + Sized {
     /// The `BenchmarkId` function name.
@@ -192,6 +197,11 @@ pub fn full<C: Notes>() -> C {
 /// Wall time for `threads` threads to push `iters` notes in total between
 /// them, all released by one barrier. Per-push cost = result / iters.
 pub fn timed_pushes<C: Notes>(c: &C, threads: usize, iters: u64) -> Duration {
+    timed_pushes_of(c, threads, iters, NOTE)
+}
+
+/// [`timed_pushes`] of `note`.
+pub fn timed_pushes_of<C: Notes>(c: &C, threads: usize, iters: u64, note: &str) -> Duration {
     let per_thread = iters.div_ceil(threads as u64).max(1);
     let barrier = Barrier::new(threads + 1);
     thread::scope(|s| {
@@ -201,7 +211,7 @@ pub fn timed_pushes<C: Notes>(c: &C, threads: usize, iters: u64) -> Duration {
                 s.spawn(move || {
                     barrier.wait();
                     for _ in 0..per_thread {
-                        c.push(std::hint::black_box(NOTE));
+                        c.push(std::hint::black_box(note));
                     }
                 })
             })

@@ -12,15 +12,39 @@ pub const MAX_LIMIT: usize = 1_000_000;
 pub const ENV_MAX_NOTES: &str = "CALLRING_MAX_NOTES";
 /// Environment variable for [`Limits::max_audit_log`].
 pub const ENV_MAX_AUDIT_LOG: &str = "CALLRING_MAX_AUDIT_LOG";
+/// Environment variable for [`Limits::max_note_bytes`].
+pub const ENV_MAX_NOTE_BYTES: &str = "CALLRING_MAX_NOTE_BYTES";
+/// Environment variable for [`Limits::max_event_bytes`].
+pub const ENV_MAX_EVENT_BYTES: &str = "CALLRING_MAX_EVENT_BYTES";
+/// The largest `max_note_bytes` or `max_event_bytes` accepted (1 MiB).
+pub const MAX_ENTRY_LIMIT: usize = 1 << 20;
 
-/// How many notes and audit events one call keeps in memory.
+/// How many notes and audit events one call keeps in memory, and how long
+/// each may be.
 ///
-/// Defaults are the original host's: 1000 notes, 500 audit events. Values are
-/// always in `1..=MAX_LIMIT`.
+/// Counts are entries, whatever their lengths: the defaults are the original
+/// host's, the last 1000 notes and 500 audit events. A note may have up to
+/// 4096 bytes of text and an encoded audit event up to 8192 bytes by default;
+/// longer ones are refused with [`CallError::TooLarge`](super::CallError).
+/// Counts are in `1..=MAX_LIMIT`, lengths in `1..=MAX_ENTRY_LIMIT`.
+///
+/// # Memory per call
+///
+/// Notes live in 128-byte slots (112 bytes inline: an 8-byte timestamp and up
+/// to 104 bytes of text), events in 256-byte slots (240 bytes inline); the
+/// rest of a longer entry goes to a recycled extension block (see
+/// [`Ring`](crate::Ring#memory)). At the defaults a call whose rings are full
+/// holds 128 KB of note slots and 128 KB of event slots, plus about 1.1 to 1.4
+/// times the bytes by which its entries exceed the inline payload (measured
+/// with lengths mixed 1..=2000 bytes). The worst case, reached only if every
+/// slot at some time held an entry of every size class, is about 23 MB for
+/// notes and 16 MB for events: `(N + 16) × (slot + 22.8 KB)` at 4 KiB notes,
+/// `(N + 16) × (slot + 31 KB)` at 8 KiB events.
 ///
 /// # Configuration
 ///
-/// [`Limits::from_env`] reads `CALLRING_MAX_NOTES` and `CALLRING_MAX_AUDIT_LOG`;
+/// [`Limits::from_env`] reads `CALLRING_MAX_NOTES`, `CALLRING_MAX_AUDIT_LOG`,
+/// `CALLRING_MAX_NOTE_BYTES` and `CALLRING_MAX_EVENT_BYTES`;
 /// [`Limits::from_env_for`] also reads per-script-type overrides, named by
 /// appending `__` and the script type in upper case, with every character
 /// that is not an ASCII letter or digit replaced by `_`:
@@ -29,11 +53,14 @@ pub const ENV_MAX_AUDIT_LOG: &str = "CALLRING_MAX_AUDIT_LOG";
 /// CALLRING_MAX_NOTES=1500                  # every call
 /// CALLRING_MAX_NOTES__COLLECTIONS=2000     # calls of script type "collections"
 /// CALLRING_MAX_AUDIT_LOG__KYC_V2=800       # script type "kyc-v2"
+/// CALLRING_MAX_NOTE_BYTES=16384            # notes of up to 16 KiB of text
+/// CALLRING_MAX_EVENT_BYTES__KYC_V2=65536   # bigger events for "kyc-v2"
 /// ```
 ///
 /// An override wins over the general variable, which wins over the default.
-/// A variable that is set but empty, not a number, 0, or above [`MAX_LIMIT`]
-/// is an error naming the variable and its value, never a silent default.
+/// A variable that is set but empty, not a number, 0, or above its maximum
+/// ([`MAX_LIMIT`] for counts, [`MAX_ENTRY_LIMIT`] for lengths) is an error
+/// naming the variable and its value, never a silent default.
 ///
 /// # Examples
 ///
@@ -54,20 +81,41 @@ pub const ENV_MAX_AUDIT_LOG: &str = "CALLRING_MAX_AUDIT_LOG";
 pub struct Limits {
     max_notes: usize,
     max_audit_log: usize,
+    max_note_bytes: usize,
+    max_event_bytes: usize,
 }
 
-/// `Limits` as written, validated by `TryFrom` when deserialised.
+/// Default [`Limits::max_note_bytes`].
+const DEFAULT_NOTE_BYTES: usize = 4096;
+/// Default [`Limits::max_event_bytes`].
+const DEFAULT_EVENT_BYTES: usize = 8192;
+
+/// `Limits` as written, validated by `TryFrom` when deserialised. The byte
+/// limits may be left out (older configurations): they take the defaults.
 #[derive(serde::Deserialize)]
 struct LimitsFields {
     max_notes: usize,
     max_audit_log: usize,
+    #[serde(default = "default_note_bytes")]
+    max_note_bytes: usize,
+    #[serde(default = "default_event_bytes")]
+    max_event_bytes: usize,
+}
+
+fn default_note_bytes() -> usize {
+    DEFAULT_NOTE_BYTES
+}
+
+fn default_event_bytes() -> usize {
+    DEFAULT_EVENT_BYTES
 }
 
 impl TryFrom<LimitsFields> for Limits {
     type Error = LimitsError;
 
     fn try_from(f: LimitsFields) -> Result<Self, LimitsError> {
-        Self::new(f.max_notes, f.max_audit_log)
+        Self::new(f.max_notes, f.max_audit_log)?
+            .with_entry_bytes(f.max_note_bytes, f.max_event_bytes)
     }
 }
 
@@ -76,6 +124,8 @@ impl Default for Limits {
         Self {
             max_notes: 1000,
             max_audit_log: 500,
+            max_note_bytes: DEFAULT_NOTE_BYTES,
+            max_event_bytes: DEFAULT_EVENT_BYTES,
         }
     }
 }
@@ -101,7 +151,8 @@ impl Default for Limits {
 pub enum LimitsError {
     /// The variable is set to the empty string.
     Empty {
-        /// The variable (or `max_notes`/`max_audit_log` for [`Limits::new`]).
+        /// The variable (or the field's name for [`Limits::new`] and
+        /// [`Limits::with_entry_bytes`]).
         var: String,
     },
     /// The value is not a base-10 unsigned integer.
@@ -116,7 +167,8 @@ pub enum LimitsError {
         /// The variable.
         var: String,
     },
-    /// The value is above [`MAX_LIMIT`].
+    /// The value is above [`MAX_LIMIT`] (a count) or [`MAX_ENTRY_LIMIT`] (a
+    /// length).
     TooLarge {
         /// The variable.
         var: String,
@@ -151,7 +203,7 @@ impl fmt::Display for LimitsError {
 impl std::error::Error for LimitsError {}
 
 impl Limits {
-    /// Limits with the given sizes.
+    /// Limits with the given counts and the default lengths.
     ///
     /// # Errors
     ///
@@ -170,9 +222,57 @@ impl Limits {
     /// ```
     pub fn new(max_notes: usize, max_audit_log: usize) -> Result<Self, LimitsError> {
         Ok(Self {
-            max_notes: check_number("max_notes", max_notes)?,
-            max_audit_log: check_number("max_audit_log", max_audit_log)?,
+            max_notes: check_number("max_notes", max_notes, MAX_LIMIT)?,
+            max_audit_log: check_number("max_audit_log", max_audit_log, MAX_LIMIT)?,
+            ..Self::default()
         })
+    }
+
+    /// These limits with the longest note text and the longest encoded audit
+    /// event set, in bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitsError::Zero`] or [`LimitsError::TooLarge`] (above
+    /// [`MAX_ENTRY_LIMIT`]), naming the field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::call::{CallError, CallState, Limits};
+    ///
+    /// let limits = Limits::new(1000, 500)
+    ///     .and_then(|l| l.with_entry_bytes(16 * 1024, 8192))
+    ///     .expect("in range");
+    /// let call = CallState::new("call-9", limits);
+    /// call.append_note(&"x".repeat(10_000)).expect("a long note fits");
+    /// let err = call.append_note(&"x".repeat(20_000)).unwrap_err();
+    /// assert!(matches!(err, CallError::TooLarge { max: 16384, .. }));
+    /// # }
+    /// ```
+    pub fn with_entry_bytes(
+        self,
+        max_note_bytes: usize,
+        max_event_bytes: usize,
+    ) -> Result<Self, LimitsError> {
+        Ok(Self {
+            max_note_bytes: check_number("max_note_bytes", max_note_bytes, MAX_ENTRY_LIMIT)?,
+            max_event_bytes: check_number("max_event_bytes", max_event_bytes, MAX_ENTRY_LIMIT)?,
+            ..self
+        })
+    }
+
+    /// Longest note text accepted, in bytes (default 4096).
+    #[must_use]
+    pub fn max_note_bytes(&self) -> usize {
+        self.max_note_bytes
+    }
+
+    /// Longest encoded audit event accepted, in bytes (default 8192).
+    #[must_use]
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
     }
 
     /// Notes kept per call (default 1000).
@@ -188,7 +288,8 @@ impl Limits {
         self.max_audit_log
     }
 
-    /// Defaults, overridden by `CALLRING_MAX_NOTES` and `CALLRING_MAX_AUDIT_LOG`.
+    /// Defaults, overridden by `CALLRING_MAX_NOTES`, `CALLRING_MAX_AUDIT_LOG`,
+    /// `CALLRING_MAX_NOTE_BYTES` and `CALLRING_MAX_EVENT_BYTES`.
     ///
     /// # Errors
     ///
@@ -271,9 +372,19 @@ impl Limits {
         get: impl Fn(&str) -> Result<Option<String>, LimitsError>,
     ) -> Result<Self, LimitsError> {
         let mut limits = Self::default();
-        for (base, field) in [
-            (ENV_MAX_NOTES, &mut limits.max_notes),
-            (ENV_MAX_AUDIT_LOG, &mut limits.max_audit_log),
+        for (base, field, max) in [
+            (ENV_MAX_NOTES, &mut limits.max_notes, MAX_LIMIT),
+            (ENV_MAX_AUDIT_LOG, &mut limits.max_audit_log, MAX_LIMIT),
+            (
+                ENV_MAX_NOTE_BYTES,
+                &mut limits.max_note_bytes,
+                MAX_ENTRY_LIMIT,
+            ),
+            (
+                ENV_MAX_EVENT_BYTES,
+                &mut limits.max_event_bytes,
+                MAX_ENTRY_LIMIT,
+            ),
         ] {
             let mut names = vec![base.to_owned()];
             if let Some(script) = script_type {
@@ -283,7 +394,7 @@ impl Limits {
             // reported even when an override would win.
             for name in names {
                 if let Some(value) = get(&name)? {
-                    *field = parse(&name, &value)?;
+                    *field = parse(&name, &value, max)?;
                 }
             }
         }
@@ -318,7 +429,7 @@ fn lookup(vars: &[(String, String)], name: &str) -> Result<Option<String>, Limit
         .map(|(_, v)| v.clone()))
 }
 
-fn parse(var: &str, value: &str) -> Result<usize, LimitsError> {
+fn parse(var: &str, value: &str, max: usize) -> Result<usize, LimitsError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(LimitsError::Empty {
@@ -332,7 +443,7 @@ fn parse(var: &str, value: &str) -> Result<usize, LimitsError> {
         });
     }
     match trimmed.parse::<usize>() {
-        Ok(n) => check_number(var, n).map_err(|e| match e {
+        Ok(n) => check_number(var, n, max).map_err(|e| match e {
             LimitsError::TooLarge { var, max, .. } => LimitsError::TooLarge {
                 var,
                 value: value.to_owned(),
@@ -344,21 +455,21 @@ fn parse(var: &str, value: &str) -> Result<usize, LimitsError> {
         Err(_) => Err(LimitsError::TooLarge {
             var: var.to_owned(),
             value: value.to_owned(),
-            max: MAX_LIMIT,
+            max,
         }),
     }
 }
 
-fn check_number(var: &str, n: usize) -> Result<usize, LimitsError> {
+fn check_number(var: &str, n: usize, max: usize) -> Result<usize, LimitsError> {
     if n == 0 {
         Err(LimitsError::Zero {
             var: var.to_owned(),
         })
-    } else if n > MAX_LIMIT {
+    } else if n > max {
         Err(LimitsError::TooLarge {
             var: var.to_owned(),
             value: n.to_string(),
-            max: MAX_LIMIT,
+            max,
         })
     } else {
         Ok(n)

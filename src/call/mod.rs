@@ -46,7 +46,10 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<AuditEvent, crate::DecodeErro
     use crate::Record;
     audit::AuditRecord::decode(bytes)
 }
-pub use limits::{Limits, LimitsError, ENV_MAX_AUDIT_LOG, ENV_MAX_NOTES, MAX_LIMIT};
+pub use limits::{
+    Limits, LimitsError, ENV_MAX_AUDIT_LOG, ENV_MAX_EVENT_BYTES, ENV_MAX_NOTES, ENV_MAX_NOTE_BYTES,
+    MAX_ENTRY_LIMIT, MAX_LIMIT,
+};
 pub use note::Note;
 pub use state::{CallError, CallState, CallStateBuilder, EndOutcome};
 pub use summary::{CallMetrics, CallSummary, Counts, FormatError, RingStats};

@@ -38,9 +38,9 @@ const AUDIT_SLOT_BYTES: usize = 256;
 /// use callring::call::{CallError, CallState, Limits};
 ///
 /// let call = CallState::new("call-3", Limits::new(4, 4).expect("valid"));
-/// let err = call.append_note(&"x".repeat(1000)).unwrap_err();
-/// assert!(matches!(err, CallError::TooLarge { len: 1000, .. }));
-/// println!("{err}"); // entry of 1000 bytes is longer than the ... bytes the call keeps
+/// let err = call.append_note(&"x".repeat(10_000)).unwrap_err();
+/// assert!(matches!(err, CallError::TooLarge { len: 10_000, .. }));
+/// println!("{err}"); // entry of 10000 bytes is longer than the 4096 bytes the call keeps
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,13 +431,15 @@ impl CallStateBuilder {
     pub fn build(self) -> CallState {
         let mut notes = Ring::builder()
             .capacity(self.limits.max_notes())
-            .slot_bytes(NOTE_SLOT_BYTES);
+            .slot_bytes(NOTE_SLOT_BYTES)
+            .max_entry_bytes(self.limits.max_note_bytes() + NOTE_HEADER);
         if let Some(sink) = self.notes_sink {
             notes = notes.sink(sink);
         }
         let mut audit = Ring::builder()
             .capacity(self.limits.max_audit_log())
-            .slot_bytes(AUDIT_SLOT_BYTES);
+            .slot_bytes(AUDIT_SLOT_BYTES)
+            .max_entry_bytes(self.limits.max_event_bytes());
         if let Some(sink) = self.audit_sink {
             audit = audit.sink(sink);
         }
@@ -521,8 +523,9 @@ impl CallState {
     }
 
     /// Appends a note stamped with the clock's time and returns its seq
-    /// (increasing; a note longer than one slot makes the next seq skip).
-    /// Allocates nothing for notes up to 104 bytes.
+    /// (0, 1, 2, ... whatever the notes' lengths). Allocates nothing for
+    /// notes up to 104 bytes, nor for longer ones once the ring has seen
+    /// their sizes.
     ///
     /// # Errors
     ///

@@ -33,7 +33,7 @@ impl From<&RingStats> for Counts {
 /// may be off by the appends in flight.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RingStats {
-    /// Capacity in slots.
+    /// Capacity in entries.
     pub capacity: u64,
     /// Entries ever appended.
     pub appended: u64,

@@ -2,19 +2,25 @@
 //!
 //! The scheme is the ticket/lap one of Dmitry Vyukov's bounded MPMC queue (as
 //! in crossbeam-queue's `ArrayQueue`), without the consumer side: a single
-//! counter hands out tickets, ticket `t` lives in slot `t % N`, and the writer
-//! of `t` may use the slot only once the previous lap's ticket `t - N` has been
-//! committed there. Each slot is a seqlock (see `slot.rs`), so readers copy
-//! entries without taking anything and discard what changed under them.
+//! counter hands out one ticket per entry, ticket `t` lives in slot `t % N`,
+//! and the writer of `t` may use the slot only once the previous lap's ticket
+//! `t - N` has been committed there. Each slot is a seqlock (see `slot.rs`),
+//! so readers copy entries without taking anything and discard what changed
+//! under them. Bytes beyond a slot's inline payload go to an extension block
+//! of the slot (see `arena.rs`), read under the same seqlock.
 //!
 //! - `write.rs`: push, eviction capture and hand-off to the sink, close/drain.
 //! - `read.rs`: the validated scan behind `visit`, `snapshot` and `join`.
+//! - `table.rs`: the two-level table of lazily allocated pages.
+//! - `arena.rs`: extension blocks in size classes, with free lists.
 //!
-//! Orderings outside the slot itself are labelled here and in `write.rs`:
-//! W1 (previous-lap wait), W4 (continuation wait), D1 (drain wait); each
-//! names its pair where it is used.
+//! Orderings outside the slot itself are labelled in `write.rs` (W1, the
+//! previous-lap wait; D1, the drain wait) and `arena.rs` (F1, F2); each names
+//! its pair where it is used.
 
+mod arena;
 mod read;
+mod table;
 mod write;
 
 use std::fmt;
@@ -22,11 +28,13 @@ use std::marker::PhantomData;
 
 use crossbeam_queue::SegQueue;
 
+use self::arena::Arena;
+use self::table::Table;
 use crate::error::BuildError;
 use crate::record::Record;
 use crate::sink::{Evicted, Sink};
-use crate::slot::{Slot, MAX_CHUNKS, OVERHEAD_WORDS};
-use crate::sync::{AtomicU64, CachePadded, Counter, OnceLock, Ordering};
+use crate::slot::{Slot, OVERHEAD_WORDS};
+use crate::sync::{AtomicU64, CachePadded, Counter, Ordering};
 
 pub use read::{Skipped, Snapshot};
 pub use write::CloseOutcome;
@@ -36,26 +44,32 @@ const CLOSED: u64 = 1 << 63;
 /// `close_ticket` before `close` has published the end of the ring.
 const OPEN: u64 = u64::MAX;
 
-/// Default slot size: a stamp, a header and 14 payload words (112 bytes), two
-/// cache lines. An 82-byte note fits in one slot.
+/// Default slot size: a stamp, a header and 14 inline payload words (112
+/// bytes), two cache lines. An 82-byte note fits inline.
 pub const DEFAULT_SLOT_BYTES: usize = 128;
 /// Smallest slot: stamp, header and one payload word.
 pub const MIN_SLOT_BYTES: usize = 8 * (OVERHEAD_WORDS + 1);
 /// Largest slot.
 pub const MAX_SLOT_BYTES: usize = 4096;
-/// Most slots a ring may have (2^28).
+/// Most entries a ring may hold (2^28).
 pub const MAX_CAPACITY: usize = 1 << 28;
+/// Default longest entry (64 KiB).
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// Largest accepted [`Builder::max_entry_bytes`] (16 MiB).
+pub const MAX_ENTRY_BYTES: usize = 16 * 1024 * 1024;
 /// Slots are allocated in pages of about this many bytes, on first use.
 const PAGE_BYTES: usize = 4096;
 
 /// A fixed-capacity, overwrite-oldest, lock-free ring of entries.
 ///
-/// Any number of threads push through `&self` (share it in an `Arc`); readers
-/// take snapshots at any time without blocking writers, and never see a torn
-/// entry. When the ring is full, each push overwrites the oldest entry; with a
-/// [`Sink`] attached, the overwritten entry is handed to the sink first, whole
-/// and exactly once. [`close`](Ring::close) stops pushes and hands everything
-/// still in the ring to the sink.
+/// A ring of capacity N keeps the newest N entries, each of any length up to
+/// [`max_entry_bytes`](Ring::max_entry_bytes). Any number of threads push
+/// through `&self` (share it in an `Arc`); readers take snapshots at any time
+/// without blocking writers, and never see a torn entry. When the ring is
+/// full, each push overwrites the oldest entry; with a [`Sink`] attached, the
+/// overwritten entry is handed to the sink first, whole and exactly once.
+/// [`close`](Ring::close) stops pushes and hands everything still in the ring
+/// to the sink. Sequence numbers are consecutive: one per entry.
 ///
 /// Progress: readers never wait (a reader that overlaps the instant of
 /// `close` may yield once while `close` publishes where the ring ends). A
@@ -63,9 +77,24 @@ const PAGE_BYTES: usize = 4096;
 /// pushes ago) has not finished, or, with a sink, behind the capture of the
 /// entry it overwrites. That is lock-free in practice, not wait-free.
 ///
-/// Entries longer than one slot's payload span consecutive slots; their
-/// sequence numbers then skip the extra slots (sequence numbers always grow but
-/// are only contiguous when every entry fits one slot).
+/// # Memory
+///
+/// Each slot holds a stamp, a header and its inline payload
+/// ([`slot_payload_bytes`](Ring::slot_payload_bytes), 112 bytes at the default
+/// 128-byte slots); slots are allocated a 4 KiB page at a time as tickets first
+/// reach them, behind a table whose idle cost is at most a few hundred KiB (an
+/// idle ring of 1000 entries holds under 3 KiB, one of [`MAX_CAPACITY`] 4 KiB
+/// slots under 0.4 MiB).
+/// An entry longer than the inline payload keeps the rest in an extension block
+/// of its slot: size classes about 1.25x apart (doubling above 4 KiB). A slot
+/// keeps its block while its entries stay in one class; otherwise the block
+/// goes to a per-class free list for the next slot that needs that class, so a
+/// long entry costs a push no allocation once the ring has seen entries of
+/// its size, and the ring holds about what its entries need (measured: about
+/// 1.4x the bytes of `Mutex<VecDeque<String>>` with lengths mixed 1..=2000,
+/// 1.06x with 150-byte entries). The worst case, every slot having held every
+/// class at some time, is about `(N + 16) × (slot + 2.2 × max_entry_bytes)`;
+/// [`Metrics::bytes`] reports what a ring holds.
 ///
 /// # Examples
 ///
@@ -94,7 +123,8 @@ pub struct Ring<R: Record> {
     /// Next ticket, plus the `CLOSED` bit.
     head: CachePadded<AtomicU64>,
     layout: Layout,
-    pages: Box<[OnceLock<Page>]>,
+    slots: Table,
+    arena: Arena,
     /// Where the ring ended, published by `close` (or `OPEN`).
     close_ticket: AtomicU64,
     sink: Option<Box<dyn Sink<R::Owned>>>,
@@ -107,12 +137,14 @@ pub struct Ring<R: Record> {
 /// Geometry of a ring: how tickets map to words.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
-    /// N, in slots.
+    /// N, in slots (one entry each).
     capacity: u64,
-    /// Stamp + header + payload words.
+    /// Stamp + header + inline payload words.
     words_per_slot: usize,
-    /// Payload bytes per slot.
-    payload_bytes: usize,
+    /// Inline payload bytes per slot.
+    inline_bytes: usize,
+    /// Longest entry accepted.
+    max_entry_bytes: usize,
     /// log2 of the slots in a full page.
     page_shift: u32,
     /// `u64::MAX / capacity`, for `t % capacity` without a division.
@@ -120,7 +152,7 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(capacity: usize, slot_bytes: usize) -> Result<Self, BuildError> {
+    fn new(capacity: usize, slot_bytes: usize, max_entry_bytes: usize) -> Result<Self, BuildError> {
         if capacity == 0 {
             return Err(BuildError::ZeroCapacity);
         }
@@ -138,6 +170,12 @@ impl Layout {
                 max: MAX_SLOT_BYTES,
             });
         }
+        if max_entry_bytes > MAX_ENTRY_BYTES {
+            return Err(BuildError::MaxEntryBytes {
+                requested: max_entry_bytes,
+                max: MAX_ENTRY_BYTES,
+            });
+        }
         let words_per_slot = slot_bytes / 8;
         // Largest power of two of slots that fits in a page (at least one).
         let per_page = (PAGE_BYTES / slot_bytes).max(1);
@@ -145,22 +183,26 @@ impl Layout {
         Ok(Self {
             capacity: capacity as u64,
             words_per_slot,
-            payload_bytes: Slot::payload_bytes(words_per_slot),
+            inline_bytes: Slot::inline_bytes(words_per_slot),
+            max_entry_bytes,
             page_shift,
             reciprocal: u64::MAX / capacity as u64,
         })
     }
 
-    fn pages(&self) -> usize {
+    /// The slot table: pages of `2^page_shift` slots, the last one shorter.
+    fn table(&self) -> Table {
         let per_page = 1usize << self.page_shift;
-        (self.capacity as usize).div_ceil(per_page)
-    }
-
-    /// Words in page `page` (the last page holds only the remaining slots).
-    fn page_words(&self, page: usize) -> usize {
-        let per_page = 1usize << self.page_shift;
-        let slots = per_page.min(self.capacity as usize - page * per_page);
-        slots * self.words_per_slot
+        let capacity = self.capacity as usize;
+        let pages = capacity.div_ceil(per_page);
+        let last = capacity - (pages - 1) * per_page;
+        // One level up to 1024 pages (32 KiB of cells, 4 MiB of slots).
+        Table::new(
+            pages,
+            per_page * self.words_per_slot,
+            last * self.words_per_slot,
+            1024,
+        )
     }
 
     /// `t % capacity`, by multiplying with the precomputed reciprocal: a
@@ -189,76 +231,16 @@ impl Layout {
         (page, in_page * self.words_per_slot)
     }
 
-    /// Longest entry, in bytes.
+    /// Bytes of an entry of `len` bytes that go to an extension block.
     #[inline]
-    fn max_entry_bytes(&self) -> usize {
-        let slots = self.capacity.min(MAX_CHUNKS) as usize;
-        slots
-            .saturating_mul(self.payload_bytes)
-            .min(u32::MAX as usize)
-    }
-
-    /// Slots an entry of `len` bytes takes, or `None` if it cannot fit.
-    #[inline]
-    fn chunks_for(&self, len: usize) -> Option<u64> {
-        if len <= self.payload_bytes {
-            return Some(1); // the common case, without a division
-        }
-        if len > self.max_entry_bytes() {
-            return None;
-        }
-        Some(len.div_ceil(self.payload_bytes).max(1) as u64)
-    }
-}
-
-/// One page of slots, starting on a cache-line boundary so that a 128-byte
-/// slot covers exactly two lines (a heap block is only 16-byte aligned, and a
-/// slot straddling three lines costs a push one more line to own). Aligned
-/// without `unsafe`: over-allocate by up to 7 words and start at the first
-/// word whose address is a multiple of 64. A page never moves once built.
-struct Page {
-    words: Box<[AtomicU64]>,
-    start: usize,
-}
-
-impl Page {
-    const LINE_WORDS: usize = 8;
-
-    fn new(words: usize) -> Self {
-        let words: Box<[AtomicU64]> = (0..words + Self::LINE_WORDS - 1)
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        // Loom's atomics are not 8 bytes wide; alignment is moot there.
-        let start = if cfg!(loom) {
-            0
-        } else {
-            let misaligned = (words.as_ptr() as usize % 64) / 8;
-            (Self::LINE_WORDS - misaligned) % Self::LINE_WORDS
-        };
-        Self { words, start }
-    }
-
-    #[inline]
-    fn words(&self) -> &[AtomicU64] {
-        &self.words[self.start..]
-    }
-}
-
-impl fmt::Debug for Page {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Page")
-            .field("words", &(self.words.len() - self.start))
-            .finish()
+    fn tail(&self, len: usize) -> usize {
+        len.saturating_sub(self.inline_bytes)
     }
 }
 
 /// Slow-path counters (see [`Metrics`]).
 #[derive(Debug, Default)]
 struct Stats {
-    /// Tickets beyond the first of multi-slot entries.
-    extra_tickets: Counter,
-    /// Continuation slots overwritten (not entries of their own).
-    evicted_continuations: Counter,
     writer_waits: Counter,
     reader_skips: Counter,
     sink_waits: Counter,
@@ -266,6 +248,8 @@ struct Stats {
     sink_panics: Counter,
     undecodable: Counter,
     drained: Counter,
+    /// Heap bytes of slot pages and the slot table.
+    slot_bytes: Counter,
 }
 
 /// Counters of one ring, read with [`Ring::metrics`].
@@ -275,7 +259,7 @@ struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// Capacity in slots.
+    /// Capacity in entries.
     pub capacity: u64,
     /// Entries pushed (not counting refused pushes).
     pub appended: u64,
@@ -300,11 +284,15 @@ pub struct Metrics {
     pub undecodable: u64,
     /// Entries handed to the sink by `close`.
     pub drained: u64,
+    /// Heap bytes the ring holds: slot pages, page tables and extension
+    /// blocks (free ones included), not the `Ring` value itself.
+    #[serde(default)]
+    pub bytes: u64,
     /// Whether the ring is closed.
     pub closed: bool,
 }
 
-/// Builds a [`Ring`]: capacity, slot size, and an optional sink.
+/// Builds a [`Ring`]: capacity, slot size, longest entry, and an optional sink.
 ///
 /// # Examples
 ///
@@ -315,16 +303,18 @@ pub struct Metrics {
 /// let ring = Ring::<Text>::builder()
 ///     .capacity(1000)
 ///     .slot_bytes(256)
+///     .max_entry_bytes(8 * 1024)
 ///     .sink(|e: callring::Evicted<String>| println!("archive {}: {}", e.seq, e.value))
 ///     .build()
 ///     .expect("valid settings");
-/// assert_eq!(ring.capacity(), 1000);
+/// assert_eq!((ring.capacity(), ring.max_entry_bytes()), (1000, 8192));
 /// # }
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<R: Record> {
     capacity: usize,
     slot_bytes: usize,
+    max_entry_bytes: usize,
     sink: Option<Box<dyn Sink<R::Owned>>>,
 }
 
@@ -333,23 +323,32 @@ impl<R: Record> fmt::Debug for Builder<R> {
         f.debug_struct("Builder")
             .field("capacity", &self.capacity)
             .field("slot_bytes", &self.slot_bytes)
+            .field("max_entry_bytes", &self.max_entry_bytes)
             .field("sink", &self.sink.is_some())
             .finish()
     }
 }
 
 impl<R: Record> Builder<R> {
-    /// Number of slots (default 1000). An entry longer than one slot's payload
-    /// takes several.
-    pub fn capacity(mut self, slots: usize) -> Self {
-        self.capacity = slots;
+    /// Number of entries kept (default 1000), whatever their lengths.
+    pub fn capacity(mut self, entries: usize) -> Self {
+        self.capacity = entries;
         self
     }
 
     /// Bytes per slot including its 16 bytes of stamp and header: a multiple of
-    /// 8 from 24 to 4096 (default 128, which holds 112 payload bytes).
+    /// 8 from 24 to 4096 (default 128, which holds 112 payload bytes inline).
+    /// Longer entries keep the rest in an extension block.
     pub fn slot_bytes(mut self, bytes: usize) -> Self {
         self.slot_bytes = bytes;
+        self
+    }
+
+    /// Longest entry accepted, in encoded bytes (default
+    /// [`DEFAULT_MAX_ENTRY_BYTES`], at most [`MAX_ENTRY_BYTES`]); a longer one
+    /// is refused with [`PushError::TooLarge`](crate::PushError::TooLarge).
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry_bytes = bytes;
         self
     }
 
@@ -359,39 +358,46 @@ impl<R: Record> Builder<R> {
         self
     }
 
-    /// Builds the ring. Slots are allocated lazily, a page at a time, as
-    /// tickets first reach them.
+    /// Builds the ring. Allocates only the top of its page tables (at most a
+    /// few hundred KiB for [`MAX_CAPACITY`], a few hundred bytes for a
+    /// thousand entries); slots and blocks are allocated as they are first
+    /// used.
     ///
     /// # Errors
     ///
-    /// [`BuildError`] for a capacity of 0 or above [`MAX_CAPACITY`], or a slot
-    /// size that is not a multiple of 8 in `24..=4096`.
+    /// [`BuildError`] for a capacity of 0 or above [`MAX_CAPACITY`], a slot
+    /// size that is not a multiple of 8 in `24..=4096`, or a longest entry
+    /// above [`MAX_ENTRY_BYTES`].
     pub fn build(self) -> Result<Ring<R>, BuildError> {
-        let layout = Layout::new(self.capacity, self.slot_bytes)?;
-        let pages = (0..layout.pages()).map(|_| OnceLock::new()).collect();
+        let layout = Layout::new(self.capacity, self.slot_bytes, self.max_entry_bytes)?;
+        let slots = layout.table();
         let ring = Ring {
             head: CachePadded::new(AtomicU64::new(0)),
             layout,
-            pages,
+            arena: Arena::new(layout.tail(layout.max_entry_bytes), self.capacity),
+            stats: CachePadded::new(Stats {
+                slot_bytes: Counter::new(slots.top_bytes() as u64),
+                ..Stats::default()
+            }),
+            slots,
             close_ticket: AtomicU64::new(OPEN),
             sink: self.sink,
             refused: SegQueue::new(),
-            stats: CachePadded::new(Stats::default()),
             _record: PhantomData,
         };
         // Under loom, allocate every page now, before the model's threads run,
         // so page initialisation (std's OnceLock, invisible to loom) never races.
         if cfg!(loom) {
-            for page in 0..ring.pages.len() {
-                ring.page(page);
-            }
+            ring.slots.alloc_all(|b| ring.add_slot_bytes(b));
+            ring.arena.alloc_all();
         }
         Ok(ring)
     }
 }
 
 impl<R: Record> Ring<R> {
-    /// A ring of `capacity` slots of [`DEFAULT_SLOT_BYTES`], without a sink.
+    /// A ring of `capacity` entries with [`DEFAULT_SLOT_BYTES`] slots and
+    /// entries of up to [`DEFAULT_MAX_ENTRY_BYTES`], without a sink.
     ///
     /// # Errors
     ///
@@ -410,31 +416,34 @@ impl<R: Record> Ring<R> {
         Self::builder().capacity(capacity).build()
     }
 
-    /// A builder with the defaults: 1000 slots of 128 bytes, no sink.
+    /// A builder with the defaults: 1000 entries, 128-byte slots, entries of
+    /// up to 64 KiB, no sink.
     pub fn builder() -> Builder<R> {
         Builder {
             capacity: 1000,
             slot_bytes: DEFAULT_SLOT_BYTES,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             sink: None,
         }
     }
 
-    /// Capacity in slots.
+    /// Capacity in entries.
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.layout.capacity as usize
     }
 
-    /// Payload bytes one slot holds; longer entries span several slots.
+    /// Payload bytes a slot holds inline; the rest of a longer entry goes to
+    /// an extension block.
     #[must_use]
     pub fn slot_payload_bytes(&self) -> usize {
-        self.layout.payload_bytes
+        self.layout.inline_bytes
     }
 
     /// Longest entry the ring accepts, in bytes.
     #[must_use]
     pub fn max_entry_bytes(&self) -> usize {
-        self.layout.max_entry_bytes()
+        self.layout.max_entry_bytes
     }
 
     /// Entries currently retained (see [`Metrics::retained`]).
@@ -475,19 +484,16 @@ impl<R: Record> Ring<R> {
     /// }
     /// let m = ring.metrics();
     /// assert_eq!((m.appended, m.retained, m.evicted), (3, 2, 1));
+    /// assert!(m.bytes > 0);
     /// # }
     /// ```
     #[must_use]
     pub fn metrics(&self) -> Metrics {
-        let tickets = self.end_ticket();
+        let appended = self.end_ticket();
         let s = &*self.stats;
         // Relaxed: statistics; exact once writers are quiescent.
         let load = |c: &Counter| c.load(Ordering::Relaxed);
-        let appended = tickets.saturating_sub(load(&s.extra_tickets));
-        let evicted = tickets
-            .saturating_sub(self.layout.capacity)
-            .saturating_sub(load(&s.evicted_continuations))
-            .min(appended);
+        let evicted = appended.saturating_sub(self.layout.capacity);
         Metrics {
             capacity: self.layout.capacity,
             appended,
@@ -500,6 +506,7 @@ impl<R: Record> Ring<R> {
             sink_panics: load(&s.sink_panics),
             undecodable: load(&s.undecodable),
             drained: load(&s.drained),
+            bytes: load(&s.slot_bytes) + self.arena.bytes(),
             closed: self.is_closed(),
         }
     }
@@ -541,21 +548,16 @@ impl<R: Record> Ring<R> {
         }
     }
 
-    #[inline(always)]
-    fn page(&self, page: usize) -> &[AtomicU64] {
-        match self.pages[page].get() {
-            Some(built) => built.words(),
-            None => self.first_touch(page),
-        }
+    fn add_slot_bytes(&self, n: usize) {
+        // Relaxed: a statistic.
+        self.stats.slot_bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Builds page `page` (or finds it built by a racing writer).
     #[cold]
     #[inline(never)]
     fn first_touch(&self, page: usize) -> &[AtomicU64] {
-        self.pages[page]
-            .get_or_init(|| Page::new(self.layout.page_words(page)))
-            .words()
+        self.slots.get_or_alloc(page, |b| self.add_slot_bytes(b))
     }
 
     /// The slot of ticket `t`, allocating its page on first use. Always
@@ -564,8 +566,11 @@ impl<R: Record> Ring<R> {
     #[inline(always)]
     fn slot(&self, t: u64) -> Slot<'_> {
         let (page, offset) = self.layout.locate(t);
-        let words = self.page(page);
-        Slot::new(&words[offset..offset + self.layout.words_per_slot])
+        let words = match self.slots.get(page) {
+            Some(words) => words,
+            None => self.first_touch(page),
+        };
+        Slot::new(&words[offset..][..self.layout.words_per_slot])
     }
 
     /// The slot of ticket `t` if its page exists (readers never allocate),
@@ -581,21 +586,11 @@ impl<R: Record> Ring<R> {
         let words = match *cache {
             Some((cached, words)) if cached == page => words,
             _ => {
-                let words = self.pages[page].get()?.words();
+                let words = self.slots.get(page)?;
                 *cache = Some((page, words));
                 words
             }
         };
-        Some(Slot::new(
-            &words[offset..offset + self.layout.words_per_slot],
-        ))
-    }
-
-    /// The slot of ticket `t` if its page exists (readers never allocate).
-    #[inline(always)]
-    fn slot_if_allocated(&self, t: u64) -> Option<Slot<'_>> {
-        let (page, offset) = self.layout.locate(t);
-        let words = self.pages[page].get()?.words();
         Some(Slot::new(
             &words[offset..offset + self.layout.words_per_slot],
         ))
@@ -606,7 +601,8 @@ impl<R: Record> fmt::Debug for Ring<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
             .field("capacity", &self.layout.capacity)
-            .field("slot_payload_bytes", &self.layout.payload_bytes)
+            .field("slot_payload_bytes", &self.layout.inline_bytes)
+            .field("max_entry_bytes", &self.layout.max_entry_bytes)
             .field("sink", &self.sink.is_some())
             .finish_non_exhaustive()
     }
@@ -618,7 +614,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn layout(capacity: usize) -> Layout {
-        Layout::new(capacity, DEFAULT_SLOT_BYTES).expect("valid")
+        Layout::new(capacity, DEFAULT_SLOT_BYTES, DEFAULT_MAX_ENTRY_BYTES).expect("valid")
     }
 
     #[test]
@@ -658,15 +654,6 @@ mod tests {
         #[test]
         fn index_matches_remainder(n in 1..=MAX_CAPACITY, t in any::<u64>()) {
             prop_assert_eq!(layout(n).index(t), t % n as u64);
-        }
-    }
-
-    #[test]
-    fn pages_start_on_a_cache_line() {
-        for words in [3, 16, 512, 4096 / 8] {
-            let page = Page::new(words);
-            assert_eq!(page.words().as_ptr() as usize % 64, 0);
-            assert!(page.words().len() >= words);
         }
     }
 }

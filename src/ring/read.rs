@@ -1,16 +1,16 @@
 //! The read side: a validated scan of the last N tickets, in ticket order.
 //!
 //! Readers take nothing and wait for nothing. Each slot is read with the
-//! seqlock in `slot.rs`; an entry is returned only if every one of its slots
-//! validated, so a reader racing writers skips entries, never tears them. The
-//! scan copies only the bytes an entry uses, straight into the caller's buffer,
-//! and truncates back if a re-check fails.
+//! seqlock in `slot.rs`, its extension block inside the same validation, so a
+//! reader racing writers skips entries, never tears them. The scan copies only
+//! the bytes an entry uses, straight into the caller's buffer, and truncates
+//! back if a re-check fails.
 
 use std::fmt;
 
 use super::Ring;
 use crate::record::{Record, Text};
-use crate::slot::{Header, Miss, Want};
+use crate::slot::Miss;
 use crate::sync::Ordering;
 
 /// Entries a read could not return, by reason.
@@ -126,7 +126,7 @@ impl<R: Record> Ring<R> {
     /// # }
     /// ```
     pub fn visit<F: FnMut(u64, &[u8])>(&self, f: F) -> Skipped {
-        let mut scratch = Vec::with_capacity(self.layout.payload_bytes);
+        let mut scratch = Vec::with_capacity(self.layout.inline_bytes);
         self.visit_with(&mut scratch, f)
     }
 
@@ -205,40 +205,14 @@ impl<R: Record> Ring<R> {
             };
             let mark = buf.len();
             buf.resize(mark + pad, 0);
-            match slot.read(ticket, Want::First, buf) {
-                Ok(Header::First { len, chunks }) => {
-                    let chunks = u64::from(chunks).max(1);
-                    let whole = if chunks == 1 {
-                        // The common case inline: the first slot held it all.
-                        if buf.len() - (mark + pad) == len as usize {
-                            Ok(())
-                        } else {
-                            Err(Miss::Overwritten)
-                        }
-                    } else {
-                        self.read_rest(ticket, len as usize, chunks, end, buf, mark + pad)
-                    };
-                    match whole {
-                        Ok(()) => emit(ticket, buf, mark),
-                        Err(miss) => {
-                            buf.truncate(mark);
-                            skipped.count(miss);
-                        }
-                    }
-                    ticket += chunks;
-                }
-                // The tail of an entry that started before the window, or of
-                // one already counted as skipped.
-                Ok(Header::Cont { .. }) => {
-                    buf.truncate(mark);
-                    ticket += 1;
-                }
+            match slot.read(ticket, buf, |block, tail| self.arena.payload(block, tail)) {
+                Ok(()) => emit(ticket, buf, mark),
                 Err(miss) => {
                     buf.truncate(mark);
                     skipped.count(miss);
-                    ticket += 1;
                 }
             }
+            ticket += 1;
         }
         if skipped.total() > 0 {
             self.stats
@@ -246,42 +220,6 @@ impl<R: Record> Ring<R> {
                 .fetch_add(skipped.total(), Ordering::Relaxed); // a statistic
         }
         skipped
-    }
-
-    /// Reads slots 1.. of a multi-slot entry whose first slot (ticket `first`)
-    /// has been copied to `buf[mark..]`.
-    fn read_rest(
-        &self,
-        first: u64,
-        len: usize,
-        chunks: u64,
-        end: u64,
-        buf: &mut Vec<u8>,
-        mark: usize,
-    ) -> Result<(), Miss> {
-        if first + chunks > end {
-            return Err(Miss::InFlight);
-        }
-        for part in 1..chunks {
-            let ticket = first + part;
-            let slot = self.slot_if_allocated(ticket).ok_or(Miss::InFlight)?;
-            let remaining = len - (buf.len() - mark);
-            let want = Want::Cont {
-                part: part as u32,
-                remaining,
-            };
-            match slot.read(ticket, want, buf)? {
-                Header::Cont { part: p } if u64::from(p) == part => {}
-                // A validated slot of ticket `first + part` belongs to the same
-                // push; anything else would be a protocol bug. Skip, not panic.
-                _ => return Err(Miss::Overwritten),
-            }
-        }
-        if buf.len() - mark == len {
-            Ok(())
-        } else {
-            Err(Miss::Overwritten)
-        }
     }
 }
 
@@ -316,8 +254,8 @@ impl Ring<Text> {
     pub fn join_into(&self, sep: &str, out: &mut String) -> Skipped {
         let mut bytes = std::mem::take(out).into_bytes();
         let start = bytes.len();
-        // One allocation for the common case of single-slot entries.
-        let per_entry = self.layout.payload_bytes + sep.len();
+        // One allocation for the common case of entries that fit inline.
+        let per_entry = self.layout.inline_bytes + sep.len();
         bytes.reserve(self.len().min(self.capacity()) * per_entry);
         let skipped = match sep.as_bytes() {
             // The common one-byte separator as a push: a runtime-length

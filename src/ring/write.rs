@@ -1,19 +1,20 @@
 //! The write side: push, eviction capture and hand-off, close and drain.
 //!
-//! A push encodes its value *before* taking tickets, so nothing can fail after
-//! the `fetch_add`: a ticket that were never committed would block its slot
-//! for every later lap. For each of its `k` tickets the writer then
+//! A push encodes its value and checks its length *before* taking its ticket,
+//! so nothing can fail after the `fetch_add`: a ticket that were never
+//! committed would block its slot for every later lap. With its one ticket
+//! the writer then
 //!
 //! 1. waits until the slot holds the previous lap's ticket committed (W1);
-//! 2. with a sink, deals with the entry it is about to overwrite: if this is
-//!    that entry's first slot, copies the whole entry out and hands it to the
-//!    sink; if it is a
-//!    later slot, waits until the entry's first slot has been claimed by its
-//!    overwriter, i.e. the capture is done (W4);
-//! 3. claims the slot (W2).
+//! 2. with a sink, copies the entry it is about to overwrite (inline part and
+//!    extension block) and hands it to the sink;
+//! 3. claims the slot (stamp = writing);
+//! 4. keeps the slot's extension block if the new entry needs the same size
+//!    class, otherwise releases it (F1) and takes one of the right class (F2);
 //!
-//! then issues one release fence (W3), fills every slot, and commits each
-//! (W5). Every wait points at an older ticket, so waits cannot form a cycle.
+//! then issues its release fence (W3), stores the header, the inline bytes and
+//! the block's bytes, and commits (W5). The only wait points at an older
+//! ticket of the same slot, so waits cannot form a cycle.
 
 use std::borrow::Borrow;
 use std::panic::{self, AssertUnwindSafe};
@@ -22,7 +23,7 @@ use super::{Ring, CLOSED};
 use crate::error::PushError;
 use crate::record::{EncodeError, Record};
 use crate::sink::{Delivery, Evicted, Reason, Refused};
-use crate::slot::{committed, writer_fence, Header, Slot};
+use crate::slot::{committed, fill_words, writer_fence, Header, Slot};
 use crate::sync::{Counter, Ordering};
 
 /// What `close` did.
@@ -100,165 +101,129 @@ impl<R: Record> Ring<R> {
     fn push_ref(&self, value: &R::Value) -> Result<u64, Rejected> {
         let encoded = R::encode(value).map_err(Rejected::Encode)?;
         let bytes = encoded.as_ref();
-        let chunks = self
-            .layout
-            .chunks_for(bytes.len())
-            .ok_or(Rejected::TooLarge {
+        if bytes.len() > self.layout.max_entry_bytes {
+            return Err(Rejected::TooLarge {
                 len: bytes.len(),
-                max: self.layout.max_entry_bytes(),
-            })?;
+                max: self.layout.max_entry_bytes,
+            });
+        }
         // Relaxed: the ticket only has to be unique, which the RMW's atomicity
         // guarantees; everything it guards is published through the slot stamps
         // (W5/R1). The loom models run with exactly this ordering.
-        let ticket = self.head.fetch_add(chunks, Ordering::Relaxed);
+        let ticket = self.head.fetch_add(1, Ordering::Relaxed);
         if ticket & CLOSED != 0 {
             return Err(Rejected::Closed);
         }
-        if chunks > 1 {
-            self.stats
-                .extra_tickets
-                .fetch_add(chunks - 1, Ordering::Relaxed); // a statistic
-        }
-        let panic = if chunks == 1 {
-            self.write_one(ticket, bytes)
-        } else {
-            self.write_many(ticket, chunks, bytes)
-        };
-        if let Some(payload) = panic {
+        if self.sink.is_none() {
+            self.write(ticket, bytes);
+        } else if let Some(payload) = self.write_with_sink(ticket, bytes) {
             panic::resume_unwind(payload);
         }
         Ok(ticket)
     }
 
-    /// The common case: an entry that fits one slot.
-    #[inline]
-    fn write_one(&self, ticket: u64, bytes: &[u8]) -> Option<Panic> {
+    /// Steps 1, 3 and 4 and the stores for `ticket`, without a sink.
+    #[inline(always)]
+    fn write(&self, ticket: u64, bytes: &[u8]) {
         let slot = self.slot(ticket);
-        let panic = self.take_over(slot, ticket);
-        slot.claim(ticket);
-        writer_fence();
-        slot.fill(
-            Header::First {
-                len: bytes.len() as u32,
-                chunks: 1,
-            },
-            bytes,
-        );
-        slot.commit(ticket);
+        let old = self.take_over(slot, ticket);
+        self.store(slot, ticket, old, bytes);
+    }
+
+    /// [`write`](Ring::write) with step 2: the entry being overwritten goes
+    /// to the sink before the slot is claimed. Returns a caught sink panic.
+    #[inline(never)]
+    fn write_with_sink(&self, ticket: u64, bytes: &[u8]) -> Option<Panic> {
+        let slot = self.slot(ticket);
+        let old = self.take_over(slot, ticket);
+        let panic = match ticket.checked_sub(self.layout.capacity) {
+            Some(seq) => self.evict(slot, seq, old),
+            None => None,
+        };
+        self.store(slot, ticket, old, bytes);
         panic
     }
 
-    /// An entry spanning `chunks` consecutive tickets from `first`.
-    fn write_many(&self, first: u64, chunks: u64, bytes: &[u8]) -> Option<Panic> {
-        let mut panic = None;
-        for ticket in first..first + chunks {
-            let caught = self.take_over(self.slot(ticket), ticket);
-            panic = panic.or(caught);
-            self.slot(ticket).claim(ticket);
-        }
-        writer_fence();
-        // Fill every slot before committing any: a capturer that acquired the
-        // first slot's commit reads the later slots without further waits.
-        let per_slot = self.layout.payload_bytes;
-        for (part, piece) in bytes.chunks(per_slot).enumerate() {
-            let header = if part == 0 {
-                Header::First {
-                    len: bytes.len() as u32,
-                    chunks: chunks as u32,
-                }
-            } else {
-                Header::Cont { part: part as u32 }
-            };
-            self.slot(first + part as u64).fill(header, piece);
-        }
-        for ticket in first..first + chunks {
-            self.slot(ticket).commit(ticket);
-        }
-        panic
-    }
-
-    /// Steps 1 and 2 for ticket `ticket` in `slot`: wait for the previous lap,
-    /// then release the entry being overwritten. Returns a caught sink panic.
-    #[inline]
-    fn take_over(&self, slot: Slot<'_>, ticket: u64) -> Option<Panic> {
+    /// Step 1 for ticket `ticket` in `slot`: waits for the previous lap and
+    /// returns the header it left (whose block the caller now owns).
+    #[inline(always)]
+    fn take_over(&self, slot: Slot<'_>, ticket: u64) -> Header {
         let Some(old) = ticket.checked_sub(self.layout.capacity) else {
-            return None; // first lap: the slot was never written
+            // First lap: the slot was never written.
+            return Header::default();
         };
         // W1 Acquire: pairs with W5 (commit Release) of ticket `old`: its
-        // header and payload stores happen-before the loads below (capture)
-        // and before this writer's own stores to the same words.
+        // header, inline and block stores happen-before the loads below
+        // (capture) and before this writer's own stores to the same words.
         if slot.wait_for(committed(old), Ordering::Acquire) {
             bump(&self.stats.writer_waits);
         }
-        match slot.owned_header() {
-            Some(Header::First { len, chunks }) if self.sink.is_some() => {
-                self.evict(slot, old, len, chunks)
-            }
-            Some(Header::Cont { part }) => {
-                self.evict_continuation(old, part);
-                None
-            }
-            _ => None,
+        slot.owned_header()
+    }
+
+    /// Steps 3 and 4 and the stores: claim, swap blocks if needed, W3, fill,
+    /// commit.
+    #[inline(always)]
+    fn store(&self, slot: Slot<'_>, ticket: u64, old: Header, bytes: &[u8]) {
+        slot.claim(ticket);
+        if bytes.len() <= self.layout.inline_bytes && old.block.is_none() {
+            // The common case: inline before and after, no block to swap.
+            writer_fence();
+            slot.fill(
+                Header {
+                    len: bytes.len() as u32,
+                    block: None,
+                },
+                bytes,
+            );
+        } else {
+            self.store_spilled(slot, old, bytes);
+        }
+        slot.commit(ticket);
+    }
+
+    /// [`store`](Ring::store) of an entry that spills, or into a slot that
+    /// holds a block: everything between the claim and the commit.
+    #[inline]
+    fn store_spilled(&self, slot: Slot<'_>, old: Header, bytes: &[u8]) {
+        let (inline, tail) = bytes.split_at(bytes.len().min(self.layout.inline_bytes));
+        // After the claim (F1 publishes it to the block's next owner), before
+        // W3 (which orders the pop before this writer's stores into it).
+        let block = self
+            .arena
+            .swap(old.block, self.layout.tail(old.len as usize), tail.len());
+        writer_fence();
+        slot.fill(
+            Header {
+                len: bytes.len() as u32,
+                block,
+            },
+            inline,
+        );
+        if let Some(block) = block {
+            fill_words(self.arena.owned(block, tail.len()), tail);
         }
     }
 
-    /// Hands the entry starting at ticket `old` (in `slot`) to the sink. Out of
-    /// line: without a sink the push path never comes here.
+    /// Hands the entry of ticket `old` (in `slot`) to the sink. Out of line:
+    /// without a sink the push path never comes here.
     #[inline(never)]
-    fn evict(&self, slot: Slot<'_>, old: u64, len: u32, chunks: u32) -> Option<Panic> {
-        let bytes = self.capture(slot, old, len, chunks);
+    fn evict(&self, slot: Slot<'_>, old: u64, header: Header) -> Option<Panic> {
+        let bytes = self.capture(slot, header);
         self.hand_off(old, Reason::Evicted, &bytes)
     }
 
-    /// Overwriting a later slot of a multi-slot entry: count it, and with a
-    /// sink wait for the entry's capture.
-    #[cold]
-    #[inline(never)]
-    fn evict_continuation(&self, cont: u64, part: u32) {
-        bump(&self.stats.evicted_continuations);
-        if self.sink.is_some() {
-            self.await_capture(cont, part);
-        }
-    }
-
-    /// Waits until the first slot of the entry whose part `part` lives at
-    /// ticket `cont` has been claimed by its overwriter, which claims it only
-    /// after copying the whole entry, this slot included.
-    fn await_capture(&self, cont: u64, part: u32) {
-        let Some(first) = cont.checked_sub(u64::from(part)) else {
-            return;
-        };
-        // W4 Acquire: pairs with W2 (claim Release) of the capturer of ticket
-        // `first` (or any later stamp of that slot, all Release by writers
-        // ordered after it): the capture's loads of this slot happen-before
-        // this writer's stores. Loom cannot show this one failing when weakened:
-        // the bad outcome is the capture *loading a later store* (the load-
-        // buffering shape), which loom does not explore.
-        if self
-            .slot(first)
-            .wait_past(committed(first), Ordering::Acquire)
-        {
-            bump(&self.stats.writer_waits);
-        }
-    }
-
-    /// Copies the entry starting at ticket `seq` (whose first slot is `slot`,
-    /// owned or excluded by the caller) out of the ring.
-    ///
-    /// The caller has acquired `committed(seq)` (W1 or D1), and the entry's
-    /// writer filled every slot before committing any (`write_many`), so all
-    /// the entry's words are visible without waiting for the later slots'
-    /// commits. No writer can touch the later slots meanwhile: their
-    /// overwriters wait for our claim of the first slot (W4).
-    fn capture(&self, slot: Slot<'_>, seq: u64, len: u32, chunks: u32) -> Vec<u8> {
-        let len = len as usize;
-        let per_slot = self.layout.payload_bytes;
+    /// Copies the entry described by `header` out of `slot`, which the caller
+    /// owns or excludes every writer from (after an Acquire wait, W1 or D1).
+    /// Its extension block is the slot's own: only the slot's next owner
+    /// releases it, after this capture.
+    fn capture(&self, slot: Slot<'_>, header: Header) -> Vec<u8> {
+        let len = header.len as usize;
         let mut bytes = Vec::with_capacity(len);
-        slot.copy_payload(len.min(per_slot), &mut bytes);
-        for part in 1..u64::from(chunks) {
-            let remaining = len - bytes.len();
-            self.slot(seq + part)
-                .copy_payload(remaining.min(per_slot), &mut bytes);
+        slot.copy_inline(len, &mut bytes);
+        let tail = self.layout.tail(len);
+        if let Some(block) = header.block.filter(|_| tail > 0) {
+            crate::slot::copy_words(self.arena.owned(block, tail), tail, &mut bytes);
         }
         bytes
     }
@@ -268,7 +233,7 @@ impl<R: Record> Ring<R> {
     /// Runs between a writer's `fetch_add` and its commit, so nothing in it may
     /// unwind: a ticket that is never committed would block its slot forever.
     /// Both the user's `decode` and the sink run under `catch_unwind`; the
-    /// caller resumes the panic once its slots are committed.
+    /// caller resumes the panic once its slot is committed.
     fn hand_off(&self, seq: u64, reason: Reason, bytes: &[u8]) -> Option<Panic> {
         let sink = self.sink.as_deref()?;
         let value = match panic::catch_unwind(AssertUnwindSafe(|| R::decode(bytes))) {
@@ -353,15 +318,14 @@ impl<R: Record> Ring<R> {
             // D1 Acquire: pairs with W5 of `ticket`: wait for pushes that took
             // their ticket before close, and see what they stored. No writer
             // can follow them (later tickets are refused), so the plain copies
-            // in `capture` race with nobody. Entries whose first slot is older
+            // in `capture`, extension block included (only a later owner of
+            // this slot could release it), race with nobody. Entries older
             // than the window were captured by their overwriters, which
             // committed these slots only after handing them over.
             slot.wait_for(committed(ticket), Ordering::Acquire);
-            if let Some(Header::First { len, chunks }) = slot.owned_header() {
-                let bytes = self.capture(slot, ticket, len, chunks);
-                let panic = self.hand_off(ticket, Reason::Drained, &bytes);
-                first_panic = first_panic.or(panic);
-            }
+            let bytes = self.capture(slot, slot.owned_header());
+            let panic = self.hand_off(ticket, Reason::Drained, &bytes);
+            first_panic = first_panic.or(panic);
         }
         if let Some(payload) = first_panic {
             panic::resume_unwind(payload);
