@@ -8,7 +8,6 @@
 //! exercises the previous-lap and capture waits.
 #![cfg(not(loom))]
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -56,17 +55,60 @@ fn collecting_sink() -> (Received, impl Fn(Evicted<String>) + Send + Sync + 'sta
     (received, move |e| r.lock().expect("not poisoned").push(e))
 }
 
+/// Writer `w`'s `i`th entry for the exactly-once test: 1..=5000 bytes of
+/// lowercase letters, letter `k` being `seed + k * step` (mod 26) with a
+/// step fixed by the length, so a torn, mixed or cut copy breaks the pattern
+/// (see [`consistent`]) however short the entry.
+fn varied(w: u64, i: u64) -> String {
+    let mix = (w + 1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let mix = mix ^ (mix >> 31);
+    let len = 1 + (mix % 5000) as usize;
+    let seed = ((mix >> 20) % 26) as usize;
+    let step = step(len);
+    (0..len)
+        .map(|k| char::from(b'a' + ((seed + k * step) % 26) as u8))
+        .collect()
+}
+
+/// 1..=25, different for consecutive lengths.
+fn step(len: usize) -> usize {
+    1 + len % 25
+}
+
+/// Whether `text` follows the pattern of some [`varied`] entry of its length.
+fn consistent(text: &str) -> bool {
+    let b = text.as_bytes();
+    let len = b.len();
+    let Some(&first) = b.first() else {
+        return false;
+    };
+    let seed = usize::from(first.wrapping_sub(b'a'));
+    let step = step(len);
+    b.iter()
+        .enumerate()
+        .all(|(k, &c)| usize::from(c) == usize::from(b'a') + (seed + k * step) % 26)
+}
+
+/// FNV-1a, to compare what the sink received with what was pushed without
+/// keeping millions of entries of kilobytes.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Every pushed entry reaches the sink exactly once, as evicted or (after
 /// close) drained, whole, and each writer's entries arrive with increasing
 /// seqs. The sink is a bounded(1) channel, so writers are back-pressured by a
-/// slow consumer throughout. Entries of 15..=5000 bytes (almost all spill into
+/// slow consumer throughout. Entries of 1..=5000 bytes (most spill into
 /// extension blocks, of every size class up to 5 KB) from 8 writers, while 2
 /// readers snapshot and check every entry they see.
 #[test]
 fn exactly_once_through_bounded_channel_sink() {
     const WRITERS: u64 = 8;
     const READERS: usize = 2;
-    const SPREAD: u64 = 4986; // 15..=5000 bytes
     let per_writer = scaled(150_000);
     let (tx, rx) = crossbeam_channel::bounded::<Evicted<String>>(1);
     let ring = Ring::<Text>::builder()
@@ -74,13 +116,13 @@ fn exactly_once_through_bounded_channel_sink() {
         .sink(tx)
         .build()
         .expect("valid");
-    // The consumer checks each entry as it arrives and keeps only its ids:
-    // millions of entries of kilobytes would not fit in memory.
+    // The consumer checks each entry's pattern as it arrives and keeps its
+    // seq, reason and hash: millions of kilobyte entries would not fit.
     let consumer = thread::spawn(move || {
         rx.iter()
             .map(|e| {
-                let (w, i) = check(&e.value, SPREAD);
-                (w, i, e.seq, e.reason)
+                assert!(consistent(&e.value), "torn entry handed over");
+                (e.seq, e.reason, fnv(e.value.as_bytes()))
             })
             .collect::<Vec<_>>()
     });
@@ -93,7 +135,8 @@ fn exactly_once_through_bounded_channel_sink() {
                 while !done.load(Ordering::Relaxed) {
                     let mut last = None;
                     ring.visit_with(&mut scratch, |seq, bytes| {
-                        check(std::str::from_utf8(bytes).expect("utf-8"), SPREAD);
+                        let text = std::str::from_utf8(bytes).expect("utf-8");
+                        assert!(consistent(text), "torn entry read");
                         assert!(last < Some(seq), "seqs must increase");
                         last = Some(seq);
                         read.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +149,7 @@ fn exactly_once_through_bounded_channel_sink() {
                 let ring = &ring;
                 s.spawn(move || {
                     (0..per_writer)
-                        .map(|i| ring.push(entry(w, i, SPREAD)).expect("open"))
+                        .map(|i| ring.push(varied(w, i)).expect("open"))
                         .collect::<Vec<u64>>()
                 })
             })
@@ -136,11 +179,32 @@ fn exactly_once_through_bounded_channel_sink() {
     );
     assert!(read.load(Ordering::Relaxed) > 0, "the readers read");
 
-    let mut seen = HashSet::new();
+    // Tickets are consecutive, one per entry: seq -> (writer, index).
+    let mut by_seq = vec![None; total as usize];
+    for (w, seqs) in pushed.iter().enumerate() {
+        // Each writer's tickets grow with its program order.
+        assert!(seqs.windows(2).all(|p| p[0] < p[1]));
+        for (i, &seq) in seqs.iter().enumerate() {
+            let slot = by_seq.get_mut(seq as usize).expect("seq below the total");
+            assert!(
+                slot.replace((w as u64, i as u64)).is_none(),
+                "seq {seq} twice"
+            );
+        }
+    }
+    let mut seen = vec![false; total as usize];
     let mut drained_seen = 0;
-    for &(w, i, seq, reason) in &received {
-        assert!(seen.insert((w, i)), "duplicate {w}:{i}");
-        assert_eq!(pushed[w as usize][i as usize], seq, "seq of {w}:{i}");
+    for &(seq, reason, hash) in &received {
+        let (w, i) = by_seq[seq as usize].expect("every seq was pushed");
+        assert!(
+            !std::mem::replace(&mut seen[seq as usize], true),
+            "seq {seq} handed over twice"
+        );
+        assert_eq!(
+            hash,
+            fnv(varied(w, i).as_bytes()),
+            "seq {seq} is not what {w}:{i} pushed"
+        );
         // Hand-offs of one writer's entries need not arrive in order (two
         // overwriters race), but drained ones do, after all evicted ones.
         match reason {
@@ -152,22 +216,35 @@ fn exactly_once_through_bounded_channel_sink() {
     // Drained entries are the last ones, in seq order.
     let drained_seqs: Vec<u64> = received
         .iter()
-        .filter(|e| e.3 == Reason::Drained)
-        .map(|e| e.2)
+        .filter(|e| e.1 == Reason::Drained)
+        .map(|e| e.0)
         .collect();
     assert!(drained_seqs.windows(2).all(|p| p[0] < p[1]));
-    // Each writer's tickets grow with its program order, and tickets are
-    // consecutive: one per entry.
-    for seqs in &pushed {
-        assert!(seqs.windows(2).all(|p| p[0] < p[1]));
-    }
-    let mut all: Vec<u64> = pushed.iter().flatten().copied().collect();
-    all.sort_unstable();
-    assert!(all.iter().copied().eq(0..total), "one ticket per entry");
     assert!(
         metrics.sink_waits > 0,
         "a bounded(1) channel must have back-pressured some writer"
     );
+}
+
+#[test]
+fn varied_entries_cover_1_to_5000_bytes_and_tears_are_caught() {
+    let lens: Vec<usize> = (0..20_000).map(|i| varied(i % 8, i).len()).collect();
+    assert_eq!(lens.iter().min(), Some(&1));
+    assert!(lens.iter().max() >= Some(&4990));
+    for i in 0..200 {
+        let (a, b) = (varied(0, i), varied(1, i));
+        assert!(consistent(&a) && consistent(&b));
+        // A tear: the head of one entry with the tail of another of the
+        // same length (what a reader racing a reused block could see).
+        if a.len() == b.len() && a != b && a.len() > 1 {
+            let torn = format!("{}{}", &a[..a.len() / 2], &b[a.len() / 2..]);
+            assert!(!consistent(&torn));
+        }
+        // A copy cut short is caught too.
+        if a.len() > 2 {
+            assert!(!consistent(&a[..a.len() - 1]));
+        }
+    }
 }
 
 /// Readers snapshotting throughout never see a torn entry; within each
