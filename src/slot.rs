@@ -121,23 +121,7 @@ impl<'a> Slot<'a> {
         if self.stamp.load(order) == expected {
             return false;
         }
-        self.wait_for_slow(expected, order)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn wait_for_slow(&self, expected: u64, order: Ordering) -> bool {
-        let mut backoff = Backoff::new();
-        loop {
-            let stamp = self.stamp.load(order);
-            if stamp == expected {
-                return true;
-            }
-            // A slot's stamp only grows and nobody passes a ticket that is
-            // waiting for it (guarantee 5); this would be a protocol bug.
-            debug_assert!(stamp < expected, "stamp {stamp} passed {expected}");
-            backoff.snooze();
-        }
+        wait_slow(self.stamp, expected, order)
     }
 
     /// The header left by the previous owner. Only the slot's current owner, or
@@ -241,6 +225,25 @@ impl<'a> Slot<'a> {
             return Err(Miss::Overwritten);
         }
         Ok(())
+    }
+}
+
+/// The waiting part of [`Slot::wait_for`], out of line and taking only the
+/// stamp: taking the whole `Slot` would make the push path build one on the
+/// stack for the rare wait.
+#[cold]
+#[inline(never)]
+fn wait_slow(stamp: &AtomicU64, expected: u64, order: Ordering) -> bool {
+    let mut backoff = Backoff::new();
+    loop {
+        let seen = stamp.load(order);
+        if seen == expected {
+            return true;
+        }
+        // A slot's stamp only grows and nobody passes a ticket that is
+        // waiting for it (guarantee 5); this would be a protocol bug.
+        debug_assert!(seen < expected, "stamp {seen} passed {expected}");
+        backoff.snooze();
     }
 }
 

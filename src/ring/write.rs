@@ -89,6 +89,7 @@ impl<R: Record> Ring<R> {
     /// assert!(matches!(err, PushError::TooLarge { .. }));
     /// # }
     /// ```
+    #[inline]
     pub fn push<V: Borrow<R::Value>>(&self, value: V) -> Result<u64, PushError<V>> {
         match self.push_ref(value.borrow()) {
             Ok(seq) => Ok(seq),
@@ -98,6 +99,7 @@ impl<R: Record> Ring<R> {
         }
     }
 
+    #[inline]
     fn push_ref(&self, value: &R::Value) -> Result<u64, Rejected> {
         let encoded = R::encode(value).map_err(Rejected::Encode)?;
         let bytes = encoded.as_ref();
@@ -177,15 +179,20 @@ impl<R: Record> Ring<R> {
                 bytes,
             );
         } else {
-            self.store_spilled(slot, old, bytes);
+            self.store_spilled(ticket, old, bytes);
         }
         slot.commit(ticket);
     }
 
     /// [`store`](Ring::store) of an entry that spills, or into a slot that
     /// holds a block: everything between the claim and the commit.
-    #[inline]
-    fn store_spilled(&self, slot: Slot<'_>, old: Header, bytes: &[u8]) {
+    ///
+    /// Out of line, and finding the slot again from the ticket: taking the
+    /// caller's `Slot` by reference would make every push build one on the
+    /// stack, the inline-only ones included.
+    #[inline(never)]
+    fn store_spilled(&self, ticket: u64, old: Header, bytes: &[u8]) {
+        let slot = self.slot(ticket);
         let (inline, tail) = bytes.split_at(bytes.len().min(self.layout.inline_bytes));
         // After the claim (F1 publishes it to the block's next owner), before
         // W3 (which orders the pop before this writer's stores into it).
