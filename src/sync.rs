@@ -70,26 +70,29 @@ impl Backoff {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(loom, feature = "call"))]
 use loom::sync::{Condvar, Mutex};
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "call"))]
 use std::sync::{Condvar, Mutex};
 
 /// A one-shot latch: threads wait until one thread opens it. For the rare
 /// waits that can last long (a second `CallState::end` waiting for the first
 /// to finish draining), where spinning or yielding would burn a core. Under
 /// loom it is loom's mutex and condition variable, so models see the wait.
+#[cfg(feature = "call")]
 pub(crate) struct Latch {
     open: Mutex<bool>,
     opened: Condvar,
 }
 
+#[cfg(feature = "call")]
 impl std::fmt::Debug for Latch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Latch").finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "call")]
 impl Latch {
     pub(crate) fn new() -> Self {
         Self {

@@ -1,7 +1,7 @@
 //! The simulator's command line: a short run verifies its archive (exit 0),
 //! and bad options get a clear message with exit status 2, no backtrace.
 //! `cargo test` builds the examples; this runs the built `agent_host`.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "host"))]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -5,7 +5,7 @@
 //! The big test runs 8 x 100,000 events in a release build
 //! (`cargo test --release --test archive`); a debug build or `CI` runs
 //! 8 x 5,000.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "call"))]
 
 use std::collections::BTreeMap;
 use std::thread;

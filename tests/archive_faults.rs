@@ -3,7 +3,7 @@
 //! and a fault that outlasts stop. Writers are back-pressured, the error is
 //! reported (status, last error, callback, counters), and once the fault
 //! clears everything is archived exactly once.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "call"))]
 
 use std::ffi::OsString;
 use std::io;

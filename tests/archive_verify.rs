@@ -2,7 +2,7 @@
 //! duplicated calls; version-1 archives; a torn last line (reported,
 //! truncated on request, repaired by the next archiver), corrupt lines (an
 //! error naming file and line), and bad directories.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "call"))]
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! waits for the first; a panicking notes sink cannot keep the audit ring
 //! open or its closed record unwritten; float details and summaries round
 //! trip exactly through the ring, the archive and JSON.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "call"))]
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,7 @@
 //! exactly once, `verify` finds no incomplete or duplicated call (the calls
 //! live at the kill are open, the ended ones complete), the archive command
 //! exits 0, and a new archiver on the crashed directory carries on.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "call"))]
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::OpenOptions;

@@ -1,5 +1,5 @@
 //! `CallRegistry`: concurrent start / end / lookup, and ending a call twice.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "host"))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};

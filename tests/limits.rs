@@ -1,7 +1,7 @@
 //! `Limits`: defaults, variables, per-script overrides, and every error; and
 //! that the counts are entries: a call keeps its newest `max_notes` notes
 //! whatever their lengths.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "call"))]
 
 use callring::call::{
     AuditEventType, CallError, CallState, Details, Limits, LimitsError, Timestamp,

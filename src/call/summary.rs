@@ -206,6 +206,8 @@ impl CallSummary {
     /// # Errors
     ///
     /// A [`FormatError`] from the serialiser (not expected for summaries).
+    #[cfg(feature = "yaml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
     pub fn to_yaml(&self) -> Result<String, FormatError> {
         serde_saphyr::to_string(self).map_err(|e| FormatError::new("YAML", e))
     }
@@ -224,6 +226,8 @@ impl CallSummary {
     /// # Errors
     ///
     /// A [`FormatError`] saying what and where, for malformed input.
+    #[cfg(feature = "yaml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
     pub fn from_yaml(text: &str) -> Result<Self, FormatError> {
         serde_saphyr::from_str(text).map_err(|e| FormatError::new("YAML", e))
     }

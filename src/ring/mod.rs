@@ -256,7 +256,8 @@ struct Stats {
 ///
 /// Exact once writers are quiescent; while pushes are in flight `evicted` and
 /// `retained` may be off by the entries being written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Metrics {
     /// Capacity in entries.
@@ -286,7 +287,7 @@ pub struct Metrics {
     pub drained: u64,
     /// Heap bytes the ring holds: slot pages, page tables and extension
     /// blocks (free ones included), not the `Ring` value itself.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub bytes: u64,
     /// Whether the ring is closed.
     pub closed: bool,
@@ -521,6 +522,7 @@ impl<R: Record> Ring<R> {
     /// Tickets taken so far (by pushes that were not refused): one past the
     /// newest entry's ticket. Changes whenever a push takes a ticket.
     #[inline]
+    #[cfg(feature = "call")]
     pub(crate) fn tickets(&self) -> u64 {
         self.end_ticket()
     }
