@@ -167,3 +167,202 @@ fn eight_threads_start_end_and_look_up_concurrently() {
     let zeros = archived.iter().filter(|e| e.value.seq == 0).count() as u64;
     assert!(zeros <= started);
 }
+
+// ------------------------------------------------------------- lifecycle
+
+#[test]
+fn the_live_call_cap_refuses_starts_until_a_call_ends() {
+    let registry = CallRegistry::builder().max_live_calls(2).build();
+    let _a = registry.start("a", "default").expect("1 of 2");
+    let _b = registry.start("b", "default").expect("2 of 2");
+    let err = registry.start("c", "default").unwrap_err();
+    assert_eq!(err, RegistryError::TooManyCalls { max: 2 });
+    assert_eq!(err.to_string(), "2 calls are live, the most allowed");
+    // A refused duplicate does not use up a place either.
+    assert!(matches!(
+        registry.start("a", "default"),
+        Err(RegistryError::TooManyCalls { .. } | RegistryError::AlreadyLive { .. })
+    ));
+    let _ = registry.end("a").expect("live");
+    registry.start("c", "default").expect("a place was freed");
+    assert_eq!(registry.len(), 2);
+}
+
+#[test]
+fn end_idle_ends_only_the_calls_idle_long_enough() {
+    use callring::call::Timestamp;
+    use std::sync::atomic::AtomicI64;
+    use std::time::Duration;
+
+    let now = Arc::new(AtomicI64::new(1_000 * 1_000_000_000));
+    let clock = {
+        let now = Arc::clone(&now);
+        move || Timestamp::from_unix_nanos(now.load(Ordering::Relaxed))
+    };
+    let secs = |s: i64| s * 1_000_000_000;
+    let registry = CallRegistry::builder().clock(clock).build();
+    let busy = registry.start("busy", "default").expect("new");
+    let _quiet = registry.start("quiet", "default").expect("new");
+    now.fetch_add(secs(10), Ordering::Relaxed);
+    busy.log_event(&AuditEventType::ToolInvoked, None, &Details::new())
+        .expect("live");
+    now.fetch_add(secs(5), Ordering::Relaxed);
+    assert_eq!(busy.idle_for(), Duration::from_secs(5));
+
+    let ended = registry.end_idle(Duration::from_secs(8));
+    let ids: Vec<_> = ended.iter().map(|e| e.summary.call_id.as_str()).collect();
+    assert_eq!(ids, ["quiet"]);
+    assert!(registry.end_idle(Duration::from_secs(8)).is_empty());
+
+    now.fetch_add(secs(1), Ordering::Relaxed);
+    busy.append_note("still here").expect("live");
+    now.fetch_add(secs(7), Ordering::Relaxed);
+    assert!(
+        registry.end_idle(Duration::from_secs(8)).is_empty(),
+        "the note counts"
+    );
+    now.fetch_add(secs(1), Ordering::Relaxed);
+    assert_eq!(registry.end_idle(Duration::from_secs(8)).len(), 1);
+    assert!(registry.is_empty());
+}
+
+#[test]
+fn metrics_outlive_the_calls_they_count() {
+    let registry = CallRegistry::builder()
+        .limits(|_| Limits::new(4, 4))
+        .build();
+    for id in ["a", "b"] {
+        let call = registry.start(id, "default").expect("new");
+        for i in 0..6 {
+            call.append_note(&format!("note {i}")).expect("live");
+        }
+        call.log_event(&AuditEventType::ToolInvoked, None, &Details::new())
+            .expect("live");
+    }
+    let live = registry.metrics();
+    assert_eq!(
+        (live.live_calls, live.calls_started, live.calls_ended),
+        (2, 2, 0)
+    );
+    assert!(live.live_bytes > 0);
+    let _ = registry.end("a").expect("live");
+    let m = registry.metrics();
+    assert_eq!((m.live_calls, m.calls_started, m.calls_ended), (1, 2, 1));
+    assert_eq!(
+        (m.notes_appended, m.notes_evicted, m.audit_appended),
+        (12, 4, 2)
+    );
+    assert!(m.live_bytes > 0 && m.live_bytes < live.live_bytes);
+}
+
+/// Agents keep logging to live calls and a starter keeps starting calls
+/// while the host shuts down: every event whose `log_event` returned `Ok`
+/// is in the archive exactly once (or returned as refused), every call has
+/// its closed record, and nothing starts after shutdown began.
+#[test]
+fn shutdown_with_agents_still_appending_archives_every_event_once() {
+    use callring::archive::{read_archive_lines, ArchiveConfig, ArchiveLine, Archiver};
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    let registry = CallRegistry::builder()
+        .limits(|_| Limits::new(16, 8))
+        .archiver(archiver)
+        .build();
+    let started = Mutex::new(Vec::new());
+    for i in 0..8 {
+        registry
+            .start(&format!("call-{i}"), "default")
+            .expect("new");
+        started.lock().expect("lock").push(format!("call-{i}"));
+    }
+    let stop = AtomicBool::new(false);
+    let logged: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+    let shutdown = thread::scope(|s| {
+        for agent in 0..4u64 {
+            let (registry, stop, logged, started) = (&registry, &stop, &logged, &started);
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                let mut i = agent;
+                while !stop.load(Ordering::Acquire) {
+                    let id = {
+                        let started = started.lock().expect("lock");
+                        started[(i as usize * 7) % started.len()].clone()
+                    };
+                    i += 1;
+                    if let Some(call) = registry.get(&id) {
+                        let kind = AuditEventType::Other(format!("agent {agent}"));
+                        if let Ok(seq) = call.log_event(&kind, None, &Details::new()) {
+                            mine.push((id, seq));
+                        }
+                    }
+                }
+                logged.lock().expect("lock").extend(mine);
+            });
+        }
+        let (registry, stop, started) = (&registry, &stop, &started);
+        s.spawn(move || {
+            for i in 8.. {
+                let id = format!("call-{i}");
+                match registry.start(&id, "default") {
+                    Ok(_) => started.lock().expect("lock").push(id),
+                    Err(RegistryError::ShuttingDown) => break,
+                    Err(e) => panic!("{e}"),
+                }
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+        thread::sleep(Duration::from_millis(200));
+        let shutdown = registry.shutdown();
+        // Agents keep trying for a while after the shutdown returned.
+        thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::Release);
+        shutdown
+    });
+    assert!(registry.is_empty());
+    assert!(
+        matches!(shutdown.archive, Some(Ok(_))),
+        "{:?}",
+        shutdown.archive
+    );
+    assert!(shutdown.is_clean());
+    let started = started.into_inner().expect("lock");
+    assert_eq!(
+        shutdown.ended.len(),
+        started.len(),
+        "every call ended by shutdown"
+    );
+
+    let logged = logged.into_inner().expect("lock");
+    assert!(logged.len() > 100, "agents logged only {}", logged.len());
+    let mut archived: HashMap<(String, u64), u32> = HashMap::new();
+    let mut closed = HashSet::new();
+    let report = read_archive_lines(dir.path(), |line| match line {
+        ArchiveLine::Event(r) => *archived.entry((r.call_id, r.seq)).or_default() += 1,
+        ArchiveLine::Closed(c) => {
+            assert!(closed.insert(c.call_id.clone()), "two closed records");
+        }
+    })
+    .expect("readable");
+    assert_eq!(report.duplicated + report.incomplete + report.open, 0);
+    assert!(
+        archived.values().all(|&n| n == 1),
+        "an event archived twice"
+    );
+    assert_eq!(archived.len(), logged.len(), "archived = logged");
+    for key in &logged {
+        assert!(archived.contains_key(key), "{key:?} logged, not archived");
+    }
+    assert_eq!(
+        closed.len(),
+        started.len(),
+        "every call has its closed record"
+    );
+}

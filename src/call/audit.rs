@@ -165,6 +165,11 @@ impl<'a> EventParts<'a> {
     }
 }
 
+/// The timestamp of an encoded event.
+pub(crate) fn timestamp(bytes: &[u8]) -> Result<Timestamp, DecodeError> {
+    header(bytes).map(|(_, at)| at)
+}
+
 /// The seq and timestamp at the front of an encoded event.
 fn header(bytes: &[u8]) -> Result<(u64, Timestamp), DecodeError> {
     if bytes.len() < EVENT_HEADER {

@@ -4,6 +4,7 @@ use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::SegQueue;
@@ -504,6 +505,59 @@ impl CallState {
     #[must_use]
     pub fn is_ended(&self) -> bool {
         self.gate.is_shut()
+    }
+
+    /// When the call last did something: the timestamp of its newest note or
+    /// audit event still in memory, or its start if it has none. Reads the
+    /// newest entry of each ring (appends pay nothing for this).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use std::sync::atomic::{AtomicI64, Ordering};
+    /// use std::time::Duration;
+    /// use callring::call::{CallState, Timestamp};
+    ///
+    /// static NOW: AtomicI64 = AtomicI64::new(1_000_000_000);
+    /// let call = CallState::builder("c")
+    ///     .clock(|| Timestamp::from_unix_nanos(NOW.load(Ordering::Relaxed)))
+    ///     .build();
+    /// NOW.store(3_000_000_000, Ordering::Relaxed);
+    /// call.append_note("caller verified").expect("live call");
+    /// NOW.store(10_000_000_000, Ordering::Relaxed);
+    /// assert_eq!(call.last_activity(), Timestamp::from_unix_nanos(3_000_000_000));
+    /// assert_eq!(call.idle_for(), Duration::from_secs(7));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn last_activity(&self) -> Timestamp {
+        let mut buf = Vec::new();
+        let mut latest = self.started_at;
+        if self.notes.newest_into(&mut buf).is_some() {
+            if let Ok((at, _)) = super::note::split(&buf) {
+                latest = latest.max(at);
+            }
+        }
+        buf.clear();
+        if self.audit.newest_into(&mut buf).is_some() {
+            if let Ok(at) = super::audit::timestamp(&buf) {
+                latest = latest.max(at);
+            }
+        }
+        latest
+    }
+
+    /// How long since [`last_activity`](CallState::last_activity), by the
+    /// call's clock (zero if the clock went back).
+    #[must_use]
+    pub fn idle_for(&self) -> Duration {
+        let nanos = self
+            .clock
+            .now()
+            .unix_nanos()
+            .saturating_sub(self.last_activity().unix_nanos());
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
     }
 
     /// Whether audit events are written through to an archive

@@ -57,6 +57,10 @@ pub struct RingStats {
     pub refused: u64,
     /// Entries handed to the sink when the call ended.
     pub drained: u64,
+    /// Heap bytes the ring holds: slot pages and extension blocks (see
+    /// [`Metrics::bytes`](crate::Metrics::bytes)).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl RingStats {
@@ -73,6 +77,7 @@ impl RingStats {
             sink_waits: m.sink_waits,
             refused: m.refused,
             drained: m.drained,
+            bytes: m.bytes,
         }
     }
 }

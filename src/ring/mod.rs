@@ -550,6 +550,23 @@ impl<R: Record> Ring<R> {
         }
     }
 
+    /// Appends the newest entry that reads whole to `buf` and returns its seq,
+    /// looking back from the head; `None` if no entry reads whole. Like every
+    /// read, never makes a writer wait.
+    #[cfg(feature = "call")]
+    pub(crate) fn newest_into(&self, buf: &mut Vec<u8>) -> Option<u64> {
+        let end = self.end_ticket();
+        let mut pages = None;
+        (end.saturating_sub(self.layout.capacity)..end)
+            .rev()
+            .find(|&ticket| {
+                self.slot_cached(ticket, &mut pages).is_some_and(|slot| {
+                    slot.read(ticket, buf, |block, tail| self.arena.payload(block, tail))
+                        .is_ok()
+                })
+            })
+    }
+
     fn add_slot_bytes(&self, n: usize) {
         // Relaxed: a statistic.
         self.stats.slot_bytes.fetch_add(n as u64, Ordering::Relaxed);
