@@ -12,6 +12,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum Reason {
     /// A newer entry needed its slot.
     Evicted,
@@ -50,6 +51,7 @@ impl<T> Evicted<T> {
 
 /// How a sink took an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Delivery {
     /// Taken at once.
     Immediate,
@@ -79,9 +81,10 @@ impl<T: fmt::Debug> std::error::Error for Refused<T> {}
 /// not push into the ring it serves: the pushing writer may have to wait for
 /// the very slot whose hand-off is calling it.
 ///
-/// Implemented for closures `Fn(Evicted<T>)` and for
+/// Implemented for closures `Fn(Evicted<T>)`, for
 /// `crossbeam_channel::Sender<Evicted<T>>` (a full bounded channel blocks and
-/// is counted as back-pressure; a disconnected one refuses).
+/// is counted as back-pressure; a disconnected one refuses), and for
+/// `Arc<S>` and `Box<dyn Sink<T>>` of a sink (one sink shared by many rings).
 ///
 /// # Examples
 ///
@@ -120,6 +123,34 @@ where
 
 /// A boxed sink is a sink (so a ring can take one chosen at run time).
 impl<T> Sink<T> for Box<dyn Sink<T>> {
+    fn accept(&self, entry: Evicted<T>) -> Result<Delivery, Refused<T>> {
+        (**self).accept(entry)
+    }
+}
+
+/// A shared sink is a sink: one archive or channel behind many rings.
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use callring::{Evicted, Ring, Text};
+///
+/// let evictions = Arc::new(AtomicUsize::new(0));
+/// let seen = Arc::clone(&evictions);
+/// let count = Arc::new(move |_: Evicted<String>| {
+///     seen.fetch_add(1, Ordering::Relaxed);
+/// });
+/// let a = Ring::<Text>::builder().capacity(1).sink(Arc::clone(&count)).build().expect("valid");
+/// let b = Ring::<Text>::builder().capacity(1).sink(count).build().expect("valid");
+/// for ring in [&a, &b] {
+///     ring.push("first").expect("open");
+///     ring.push("second").expect("open"); // evicts "first"
+/// }
+/// assert_eq!(evictions.load(Ordering::Relaxed), 2);
+/// # }
+/// ```
+impl<T, S: Sink<T> + ?Sized> Sink<T> for std::sync::Arc<S> {
     fn accept(&self, entry: Evicted<T>) -> Result<Delivery, Refused<T>> {
         (**self).accept(entry)
     }

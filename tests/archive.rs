@@ -428,13 +428,13 @@ fn sqlite_archive_holds_every_event_once() {
         let _ = call.end();
     }
     // The same (call, seq) again: detected, not inserted.
-    let again = AuditEvent {
-        seq: 0,
-        at: Timestamp::from_unix_nanos(0),
-        kind: AuditEventType::CallStarted,
-        agent_id: None,
-        details: Details::new(),
-    };
+    let again = AuditEvent::new(
+        0,
+        Timestamp::from_unix_nanos(0),
+        AuditEventType::CallStarted,
+        None,
+        Details::new(),
+    );
     archiver
         .sink("call-0")
         .accept(Evicted::new(0, callring::Reason::Evicted, again))

@@ -218,6 +218,7 @@ fn exactly_once_through_bounded_channel_sink() {
         match reason {
             Reason::Evicted => assert_eq!(drained_seen, 0, "evicted after drain began"),
             Reason::Drained => drained_seen += 1,
+            other => panic!("unexpected reason {other:?}"),
         }
     }
     assert_eq!(drained_seen, drained);

@@ -92,6 +92,7 @@ impl fmt::Display for AuditEventType {
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct AuditEvent {
     /// Position in the call's audit trail: 0, 1, 2, ... with no gaps.
     pub seq: u64,
@@ -104,6 +105,39 @@ pub struct AuditEvent {
     pub agent_id: Option<String>,
     /// Free-form details.
     pub details: Details,
+}
+
+impl AuditEvent {
+    /// An event as a call would have logged it (for sinks and archives fed
+    /// by other means, and for tests).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::call::{AuditEvent, AuditEventType, Details, Timestamp};
+    ///
+    /// let at = Timestamp::from_unix_nanos(0);
+    /// let event = AuditEvent::new(7, at, AuditEventType::CallStarted, None, Details::new());
+    /// assert_eq!((event.seq, event.at), (7, at));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn new(
+        seq: u64,
+        at: Timestamp,
+        kind: AuditEventType,
+        agent_id: Option<String>,
+        details: Details,
+    ) -> Self {
+        Self {
+            seq,
+            at,
+            kind,
+            agent_id,
+            details,
+        }
+    }
 }
 
 /// Bytes before the body: seq and timestamp, little-endian.

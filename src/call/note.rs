@@ -21,6 +21,7 @@ use crate::record::{DecodeError, EncodeError, Record};
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Note {
     /// When the note was appended.
     pub at: Timestamp,

@@ -150,6 +150,7 @@ impl std::error::Error for CallError {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "an ended call's counts say whether its archive got everything"]
+#[non_exhaustive]
 pub enum EndOutcome {
     /// This call ended the call: both rings are closed, an eviction sink got
     /// what was left in its ring, and the archive got the closed record.

@@ -1,6 +1,7 @@
 //! Serialisable summaries and metrics of a call.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::audit::AuditEvent;
 use super::time::Timestamp;
@@ -8,6 +9,7 @@ use crate::ring::Metrics;
 
 /// Entry counts of one ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Counts {
     /// Entries ever appended.
     pub appended: u64,
@@ -32,6 +34,7 @@ impl From<&RingStats> for Counts {
 /// Exact once appends have stopped; while they run, `evicted` and `retained`
 /// may be off by the appends in flight.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct RingStats {
     /// Capacity in entries.
     pub capacity: u64,
@@ -102,6 +105,7 @@ impl RingStats {
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct CallMetrics {
     /// The notes ring.
     pub notes: RingStats,
@@ -143,6 +147,7 @@ pub struct CallMetrics {
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct CallSummary {
     /// The call.
     pub call_id: String,
@@ -169,15 +174,29 @@ pub struct CallSummary {
 ///
 /// ```
 /// # #[cfg(not(loom))] {
+/// use std::error::Error;
+///
 /// let err = callring::call::CallSummary::from_json("not json").unwrap_err();
 /// assert!(err.to_string().starts_with("call summary JSON:"));
+/// assert!(err.source().is_some()); // serde_json's own error
 /// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct FormatError {
     format: &'static str,
     message: String,
+    /// The serialiser's own error, for [`source`](std::error::Error::source).
+    source: Arc<dyn std::error::Error + Send + Sync>,
 }
+
+/// Equal when the format and the message are (the sources are not compared).
+impl PartialEq for FormatError {
+    fn eq(&self, other: &Self) -> bool {
+        self.format == other.format && self.message == other.message
+    }
+}
+
+impl Eq for FormatError {}
 
 impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -185,13 +204,19 @@ impl fmt::Display for FormatError {
     }
 }
 
-impl std::error::Error for FormatError {}
+/// The source is the serialiser's error (serde_json's or serde-saphyr's).
+impl std::error::Error for FormatError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
 
 impl FormatError {
-    fn new(format: &'static str, error: impl fmt::Display) -> Self {
+    fn new(format: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self {
             format,
             message: error.to_string(),
+            source: Arc::new(error),
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::sync::{Counter, Ordering};
 
 /// What `close` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseOutcome {
     /// This call closed the ring and handed `drained` entries to the sink
     /// (0 without a sink: the entries stay readable in the ring).
