@@ -16,9 +16,17 @@
 //! | E1 | shut: `fetch_or(SHUT)`, Relaxed | (none: same-word RMW, see G1) |
 //! | E2 | count the threads inside, Acquire | G2 |
 //!
+//! `wait_empty` parks instead of spinning: a thread inside may be blocked for
+//! long (on a full archive channel, say), and a spinning `end` would burn a
+//! core behind it. Whoever takes the count to zero while the door is shut
+//! (the last thread to leave, a refused enterer backing out, or `shut`
+//! itself finding nobody inside) opens a [`Latch`]; the waiter then loads
+//! the word with E2, which reads a value in the release sequence of every
+//! G2 and so sees what each thread did inside.
+//!
 //! Loom model: `loom-tests/gate.rs` (through `CallState`).
 
-use crate::sync::{AtomicU64, Backoff, Ordering};
+use crate::sync::{AtomicU64, Latch, Ordering};
 
 /// Set by `shut`; the low bits count the threads inside.
 const SHUT: u64 = 1 << 63;
@@ -26,6 +34,8 @@ const SHUT: u64 = 1 << 63;
 #[derive(Debug)]
 pub(crate) struct Door {
     state: AtomicU64,
+    /// Opened once the door is shut and nobody is inside.
+    empty: Latch,
 }
 
 /// A thread inside the door. Leaving is `Drop`, so a panic inside still
@@ -38,7 +48,8 @@ impl Drop for Inside<'_> {
         // G2 Release: pairs with E2 (Acquire) in `inside`: everything this
         // thread did inside (a ring push, a channel send) happens-before
         // whatever the shutting thread does once it has seen it leave.
-        self.0.state.fetch_sub(1, Ordering::Release);
+        let before = self.0.state.fetch_sub(1, Ordering::Release);
+        self.0.left(before);
     }
 }
 
@@ -46,6 +57,15 @@ impl Door {
     pub(crate) fn new() -> Self {
         Self {
             state: AtomicU64::new(0),
+            empty: Latch::new(),
+        }
+    }
+
+    /// After a decrement that found `before`: opens the latch if that took
+    /// the count of a shut door to zero.
+    fn left(&self, before: u64) {
+        if before == SHUT | 1 {
+            self.empty.open();
         }
     }
 
@@ -56,7 +76,8 @@ impl Door {
         let state = self.state.fetch_add(1, Ordering::Relaxed);
         if state & SHUT != 0 {
             // Relaxed: this thread did nothing the shutting thread must see.
-            self.state.fetch_sub(1, Ordering::Relaxed);
+            let before = self.state.fetch_sub(1, Ordering::Relaxed);
+            self.left(before);
             return None;
         }
         Some(Inside(self))
@@ -67,7 +88,11 @@ impl Door {
         // E1 Relaxed: an enter either precedes this RMW in the word's
         // modification order (it is counted, and `inside` waits for it) or
         // follows it (it sees SHUT and stays out).
-        self.state.fetch_or(SHUT, Ordering::Relaxed) & SHUT == 0
+        let before = self.state.fetch_or(SHUT, Ordering::Relaxed);
+        if before & !SHUT == 0 {
+            self.empty.open();
+        }
+        before & SHUT == 0
     }
 
     /// Whether the door has been shut.
@@ -84,11 +109,14 @@ impl Door {
         self.state.load(Ordering::Acquire) & !SHUT
     }
 
-    /// Waits until every thread inside has left (call after `shut`).
+    /// Waits, parked, until every thread that got inside has left (call
+    /// after `shut`).
     pub(crate) fn wait_empty(&self) {
-        let mut backoff = Backoff::new();
-        while self.inside() != 0 {
-            backoff.snooze();
-        }
+        self.empty.wait();
+        // E2 (in `inside`): the value read is at or after the decrement that
+        // opened the latch (which happened-before `open`), so it is in the
+        // release sequence of every leaver's G2. It may count refused
+        // enterers still backing out; they did nothing inside.
+        let _ = self.inside();
     }
 }
