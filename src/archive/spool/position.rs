@@ -11,10 +11,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::{fs, io, io::Write, path::Path};
 
 /// A byte position in an archive directory: segment `segment` (its index,
-/// as in [`segment_name`](super::segment_name)), byte `offset` of it.
+/// as in [`segment_name`](crate::archive::segment_name)), byte `offset` of it.
 ///
 /// Positions order by segment, then offset. As the end of the durable
-/// prefix ([`Archiver::durable_end`](super::Archiver::durable_end)) it means:
+/// prefix ([`Archiver::durable_end`](crate::archive::Archiver::durable_end)) it means:
 /// every segment below `segment` is durable whole, and segment `segment` is
 /// durable up to `offset` (which is always at the end of a line).
 ///

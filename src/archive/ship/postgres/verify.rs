@@ -10,7 +10,7 @@ use std::str::FromStr;
 use postgres::NoTls;
 
 use super::ShipError;
-use crate::archive::report::runs;
+use crate::archive::verify::report::runs;
 use crate::archive::{CallReport, CallStatus, SeqRange, VerifyReport};
 
 fn count(n: i64) -> u64 {

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
-use super::config::ArchiveConfig;
-use super::error::{ArchiveError, IoFailure};
-use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Msg, Shared};
-use super::record::Origin;
+use crate::archive::config::ArchiveConfig;
+use crate::archive::error::ArchiveStatus;
+use crate::archive::error::{ArchiveError, IoFailure};
+use crate::archive::record::Origin;
+use crate::archive::stats::{add, ArchiveStats};
+use crate::archive::writer::feed::{ArchiveSink, Msg, Shared};
 use crate::call::{AuditEvent, Timestamp};
 
 /// One record for a backend.

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::error::{IoFailure, IoOp};
-use super::feed::Shared;
-use super::spool::spool_id;
-use super::{Archiver, SpoolPosition};
+use crate::archive::error::{IoFailure, IoOp};
+use crate::archive::spool::position::{spool_id, SPOOL_ID_FILE};
+use crate::archive::writer::feed::Shared;
+use crate::archive::{Archiver, SpoolPosition};
 use status::{refresh_lag, Inner, Status};
 use worker::{Control, Worker};
 
@@ -176,11 +176,7 @@ impl Shipper {
         let shared = archiver.shared();
         let dir = archiver.dir().to_path_buf();
         let spool_id = spool_id(&dir).map_err(|e| {
-            ShipError::Spool(IoFailure::new(
-                IoOp::Write,
-                dir.join(super::spool::SPOOL_ID_FILE),
-                &e,
-            ))
+            ShipError::Spool(IoFailure::new(IoOp::Write, dir.join(SPOOL_ID_FILE), &e))
         })?;
         let end = shared.spool_end.get().position;
         let status = Arc::new(Status {

@@ -12,7 +12,7 @@ use super::batch::{count_lines, next_batch, Batch, Next};
 use super::sql::Connection;
 use super::status::{refresh_lag, Status};
 use super::{ShipError, ShipState, ShipperConfig};
-use crate::archive::feed::Shared;
+use crate::archive::writer::feed::Shared;
 use crate::archive::SpoolPosition;
 
 /// What the handle tells the thread.

@@ -3,7 +3,6 @@
 //! is `Send` but not `Sync`: it lives on that thread, and ring writers reach
 //! it only through the bounded channel, as with the JSON Lines archiver.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use super::config::ArchiveConfig;
-use super::error::{ArchiveError, IoFailure, IoOp};
-use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Shared};
-use super::record::Origin;
-use super::worker::{decode_logged, Backend, Core, Entry};
+use crate::archive::config::ArchiveConfig;
+use crate::archive::error::{ArchiveError, IoFailure, IoOp};
+use crate::archive::record::Origin;
+use crate::archive::stats::add;
+use crate::archive::writer::feed::Shared;
+use crate::archive::writer::worker::{decode_logged, Backend, Core, Entry};
+use crate::archive::writer::Archive;
 use crate::call::AuditEventType;
 
 /// The events table, as created now (also by the migration below).
@@ -70,7 +71,7 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (call_id, seq) DO NOTHING
 ";
 
-/// The queryable alternative to the JSON Lines [`Archiver`](super::Archiver):
+/// The queryable alternative to the JSON Lines [`Archiver`](crate::archive::Archiver):
 /// every event handed to its sinks becomes a row of table `audit_events`
 /// (`call_id`, `seq`, `at` (RFC 3339), `type`, `agent_id`, `details` (JSON),
 /// `reason`), primary key (`call_id`, `seq`); every ended call's closed
@@ -83,7 +84,7 @@ ON CONFLICT (call_id, seq) DO NOTHING
 /// [`fsync_interval`](ArchiveConfig::fsync_interval), and on flush and stop;
 /// the database runs in WAL mode with `synchronous = FULL`, so a committed
 /// transaction survives power loss. A row whose key is already present is
-/// not inserted again and is counted in [`ArchiveStats::duplicates`]. A
+/// not inserted again and is counted in [`ArchiveStats::duplicates`](crate::archive::ArchiveStats::duplicates). A
 /// failed transaction is rolled back and retried whole, with backoff, as
 /// the JSON Lines archiver does. `segment_bytes` and `fs` do not apply.
 ///
@@ -115,21 +116,15 @@ ON CONFLICT (call_id, seq) DO NOTHING
 /// assert_eq!(rows, 3);
 /// # }
 /// ```
-pub struct SqliteArchiver {
+pub type SqliteArchiver = Archive<Sqlite>;
+
+/// Where a [`SqliteArchiver`] writes: one SQLite database file.
+#[derive(Debug)]
+pub struct Sqlite {
     path: PathBuf,
-    core: Core,
 }
 
-impl fmt::Debug for SqliteArchiver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteArchiver")
-            .field("path", &self.path)
-            .field("status", &self.core.status())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SqliteArchiver {
+impl Archive<Sqlite> {
     /// Opens (creating if needed) the database at `path`, creates the table
     /// if missing, and starts the archiver's thread.
     ///
@@ -169,72 +164,13 @@ impl SqliteArchiver {
             oldest: None,
         };
         let core = Core::spawn("callring-sqlite-archiver", table, &config, shared)?;
-        Ok(Self { path, core })
+        Ok(Archive::new(core, Sqlite { path }))
     }
 
     /// The database file.
     #[must_use]
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A sink for the audit ring of call `call_id`.
-    #[must_use]
-    pub fn sink(&self, call_id: &str) -> ArchiveSink {
-        self.core.sink(call_id)
-    }
-
-    /// Waits until every event handed over before this call is committed.
-    ///
-    /// # Errors
-    ///
-    /// [`ArchiveError::NotRunning`] if the archiver's thread is gone.
-    pub fn flush(&self) -> Result<(), ArchiveError> {
-        self.core.flush(None)
-    }
-
-    /// [`flush`](SqliteArchiver::flush), waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`ArchiveError::Timeout`], or [`ArchiveError::NotRunning`].
-    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ArchiveError> {
-        self.core.flush(Some(timeout))
-    }
-
-    /// Records handed over and the durable watermark (see
-    /// [`Archiver::durability`](super::Archiver::durability)).
-    #[must_use]
-    pub fn durability(&self) -> Durability {
-        self.core.shared().durability()
-    }
-
-    /// The counters so far.
-    #[must_use]
-    pub fn stats(&self) -> ArchiveStats {
-        self.core.shared().stats()
-    }
-
-    /// Running, retrying a fault, or stopped.
-    #[must_use]
-    pub fn status(&self) -> ArchiveStatus {
-        self.core.status()
-    }
-
-    /// The most recent failure, if any.
-    #[must_use]
-    pub fn last_error(&self) -> Option<IoFailure> {
-        self.core.shared().last_error()
-    }
-
-    /// Refuses later hand-offs, commits every accepted event, joins the
-    /// thread.
-    ///
-    /// # Errors
-    ///
-    /// As [`Archiver::stop`](super::Archiver::stop).
-    pub fn stop(mut self) -> Result<ArchiveStats, ArchiveError> {
-        self.core.stop()
+        &self.kind().path
     }
 }
 
