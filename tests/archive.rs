@@ -493,6 +493,16 @@ fn sqlite_archive_holds_every_event_once() {
         .collect::<Result<_, _>>()
         .expect("rows");
     assert_eq!(closed, [("call-0".to_owned(), n), ("call-1".to_owned(), n)]);
+
+    // The SQL verifier agrees: both trails whole (the resent seq 0 was
+    // refused by the key, so it is not there to find).
+    let report = callring::archive::verify_sqlite(&path).expect("verifies");
+    assert!(report.is_complete(), "{report}");
+    assert_eq!((report.complete, report.events), (2, total));
+    assert!(matches!(
+        callring::archive::verify_sqlite(dir.path().join("missing.sqlite")),
+        Err(callring::archive::VerifyError::NotFound { .. })
+    ));
 }
 
 /// A database made before write-through (its `reason` check refuses

@@ -30,7 +30,7 @@ pub enum IoOp {
     Sync,
     /// `fsync` of the archive directory (makes a new segment's name durable).
     SyncDir,
-    /// A statement or commit on the SQLite database.
+    /// A statement or commit on an SQLite database.
     Sqlite,
 }
 
@@ -46,7 +46,7 @@ impl fmt::Display for IoOp {
             IoOp::Truncate => "truncate",
             IoOp::Sync => "fsync",
             IoOp::SyncDir => "fsync directory",
-            IoOp::Sqlite => "write to SQLite database",
+            IoOp::Sqlite => "use SQLite database",
         })
     }
 }

@@ -1,9 +1,18 @@
 //! The durable audit archive: an append-only, segmented JSON Lines archive
 //! with group commit, a durable watermark and a verifier (and, with the
-//! `sqlite` feature, an SQLite table). With the `postgres` feature a
-//! `Shipper` ships the archive, as the host's durable spool, into a
-//! PostgreSQL database shared by a fleet, exactly once, and
+//! `sqlite` feature, an SQLite table, checked by `verify_sqlite`). With the
+//! `postgres` feature a `Shipper` ships the archive, as the host's durable
+//! spool, into a PostgreSQL database shared by a fleet, exactly once, and
 //! `verify_postgres` checks it there.
+//!
+//! The code splits by role: `writer/` takes records from the rings (sinks,
+//! the bounded channel, the worker thread, and [`Archive`], the handle both
+//! archivers share); `spool/` is the local JSON Lines archive; `ship/` holds
+//! the databases, SQLite and PostgreSQL, each a `Store` (one crate-internal
+//! trait: write a batch in one transaction, each record once by its key,
+//! with the spool position it reaches; read the progress back; report each
+//! call's trail to the verifier); `verify/` judges trails, from a spool or
+//! from a store, into one [`VerifyReport`].
 //!
 //! The compliance rule this serves: an audit event must be persisted before
 //! it leaves memory. A call built with
@@ -177,7 +186,7 @@ pub use ship::postgres::{
     DEFAULT_BATCH_RECORDS,
 };
 #[cfg(feature = "sqlite")]
-pub use ship::sqlite::{Sqlite, SqliteArchiver};
+pub use ship::sqlite::{verify_sqlite, Sqlite, SqliteArchiver};
 pub use spool::fs::{ArchiveFs, SegmentFile, StdFs, LOCK_FILE};
 pub use spool::position::SpoolPosition;
 pub use spool::{Archiver, JsonLines};

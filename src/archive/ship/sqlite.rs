@@ -1,23 +1,27 @@
 //! The SQLite archive (feature `sqlite`): the same records in a table keyed
-//! by (call_id, seq), written by a thread of its own. A rusqlite `Connection`
-//! is `Send` but not `Sync`: it lives on that thread, and ring writers reach
-//! it only through the bounded channel, as with the JSON Lines archiver.
+//! by (call_id, seq), written by a thread of its own through the SQLite
+//! [`Store`], which [`verify_sqlite`] reads back. A rusqlite `Connection` is
+//! `Send` but not `Sync`: it lives on that thread, and ring writers reach it
+//! only through the bounded channel, as with the JSON Lines archiver.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags};
 
 use crate::archive::config::ArchiveConfig;
 use crate::archive::error::{ArchiveError, IoFailure, IoOp};
 use crate::archive::record::Origin;
+use crate::archive::ship::{Batch, Outcome, Store};
 use crate::archive::stats::add;
+use crate::archive::verify::sql::{verify_store, Trails};
 use crate::archive::writer::feed::Shared;
-use crate::archive::writer::worker::{decode_logged, Backend, Core, Entry};
+use crate::archive::writer::worker::{decode_logged, Core, Destination, Entry};
 use crate::archive::writer::Archive;
-use crate::call::AuditEventType;
+use crate::archive::{SpoolPosition, VerifyError, VerifyReport};
+use crate::call::Timestamp;
 
 /// The events table, as created now (also by the migration below).
 macro_rules! events_table {
@@ -70,6 +74,50 @@ INSERT INTO audit_events (call_id, seq, at, type, agent_id, details, reason)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (call_id, seq) DO NOTHING
 ";
+
+/// Where a spool shipped into this database has been written up to (made
+/// when first needed: the archiver itself has no spool).
+const PROGRESS_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS audit_progress (
+    id       INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    segment  INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    records  INTEGER NOT NULL,
+    spool_id TEXT    NOT NULL
+);
+"#;
+
+const SAVE_PROGRESS: &str = r#"
+INSERT INTO audit_progress (id, segment, "offset", records, spool_id) VALUES (1, ?1, ?2, ?3, ?4)
+ON CONFLICT (id) DO UPDATE
+SET segment = excluded.segment, "offset" = excluded."offset",
+    records = audit_progress.records + excluded.records, spool_id = excluded.spool_id
+"#;
+
+// Read by the shipper's resume (`Store::progress`), which only the
+// PostgreSQL shipper calls so far.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+const LOAD_PROGRESS: &str =
+    r#"SELECT segment, "offset", spool_id FROM audit_progress WHERE id = 1"#;
+
+// The verifier's queries: the PostgreSQL verifier's, without the host.
+const EVENTS: &str = "
+SELECT call_id, count(*), min(seq), max(seq),
+       count(*) FILTER (WHERE reason = 'logged'),
+       count(*) FILTER (WHERE reason = 'drained')
+FROM audit_events GROUP BY call_id";
+
+const GAPS: &str = "
+SELECT call_id, prev + 1, seq - 1 FROM (
+    SELECT call_id, seq, lag(seq, 1, -1) OVER (PARTITION BY call_id ORDER BY seq) AS prev
+    FROM audit_events
+) WHERE seq > prev + 1 ORDER BY call_id, prev";
+
+const CALLS: &str = "SELECT call_id, issued FROM audit_calls";
+
+const BEYOND: &str = "
+SELECT e.call_id, e.seq FROM audit_events e JOIN audit_calls c ON c.call_id = e.call_id
+WHERE e.seq >= c.issued ORDER BY e.call_id, e.seq";
 
 /// The queryable alternative to the JSON Lines [`Archiver`](crate::archive::Archiver):
 /// every event handed to its sinks becomes a row of table `audit_events`
@@ -136,31 +184,13 @@ impl Archive<Sqlite> {
     pub fn start(path: impl Into<PathBuf>, config: ArchiveConfig) -> Result<Self, ArchiveError> {
         config.validate()?;
         let path = path.into();
-        let failure = |e: rusqlite::Error| sqlite_failure(&path, &e);
-        let conn = Connection::open(&path).map_err(failure)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(failure)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(failure)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(failure)?;
-        conn.execute_batch(SCHEMA).map_err(failure)?;
-        let table_sql: String = conn
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(failure)?;
-        if table_sql.contains(OLD_REASON_CHECK) {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE;{MIGRATE}COMMIT;"))
-                .map_err(failure)?;
-        }
+        let store = SqliteStore::open(&path).map_err(|e| sqlite_failure(&path, &e))?;
         let shared = Arc::new(Shared::new(config.on_fault.clone()));
         let table = Table {
-            conn,
+            store,
             path: path.clone(),
             shared: Arc::clone(&shared),
-            pending: Vec::new(),
+            pending: Batch::default(),
             oldest: None,
         };
         let core = Core::spawn("callring-sqlite-archiver", table, &config, shared)?;
@@ -186,90 +216,237 @@ fn sqlite_failure(path: &Path, error: &rusqlite::Error) -> IoFailure {
     IoFailure::new(IoOp::Sqlite, path, &io::Error::new(kind, error.to_string()))
 }
 
-/// The event type as stored: the plain name for named types
-/// (`consent_given`), the JSON for `Other` (`{"other":"..."}`).
-fn type_column(kind: &AuditEventType) -> String {
-    match serde_json::to_value(kind) {
-        Ok(serde_json::Value::String(name)) => name,
-        Ok(value) => value.to_string(),
-        Err(_) => kind.to_string(),
+/// An SQLite database as a [`Store`].
+pub(crate) struct SqliteStore {
+    conn: Connection,
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` for writing: WAL,
+    /// `synchronous = FULL`, the tables created or migrated.
+    pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let table_sql: String = conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+            [],
+            |row| row.get(0),
+        )?;
+        if table_sql.contains(OLD_REASON_CHECK) {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE;{MIGRATE}COMMIT;"))?;
+        }
+        Ok(Self { conn })
     }
+
+    /// Opens an existing database without changing it.
+    fn open_existing(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(Self { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    type Error = rusqlite::Error;
+
+    /// SQLite cannot tell a resend from a real duplicate (it keeps no spool
+    /// positions): every record whose key is present counts as already
+    /// present, none as a duplicate.
+    fn write(&mut self, batch: &Batch, spool: Option<&str>) -> rusqlite::Result<Outcome> {
+        let tx = self.conn.transaction()?;
+        let mut outcome = Outcome::default();
+        {
+            let e = &batch.events;
+            let mut insert = tx.prepare_cached(INSERT)?;
+            for i in 0..e.seq.len() {
+                let at = Timestamp::from_unix_nanos(e.at_ns[i]).to_rfc3339();
+                outcome.events_inserted += insert.execute(params![
+                    e.call_id[i],
+                    e.seq[i],
+                    at,
+                    e.kind[i],
+                    e.agent_id[i],
+                    e.details[i],
+                    e.reason[i],
+                ])? as u64;
+            }
+            let c = &batch.closed;
+            let mut insert_closed = tx.prepare_cached(INSERT_CLOSED)?;
+            for i in 0..c.issued.len() {
+                let at = Timestamp::from_unix_nanos(c.at_ns[i]).to_rfc3339();
+                outcome.closed_inserted +=
+                    insert_closed.execute(params![c.call_id[i], c.issued[i], at])? as u64;
+            }
+        }
+        outcome.already_present =
+            batch.records() - outcome.events_inserted - outcome.closed_inserted;
+        if let Some(spool_id) = spool {
+            // SQLite integers are i64; positions and counts stay far below.
+            let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            tx.execute_batch(PROGRESS_TABLE)?;
+            tx.execute(
+                SAVE_PROGRESS,
+                params![
+                    int(batch.end.segment),
+                    int(batch.end.offset),
+                    int(batch.records()),
+                    spool_id
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn progress(&mut self, spool_id: &str) -> rusqlite::Result<SpoolPosition> {
+        let has_table: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_progress'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_table {
+            return Ok(SpoolPosition::default());
+        }
+        let row = self.conn.query_row(LOAD_PROGRESS, [], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        });
+        Ok(match row {
+            Ok((segment, offset, id)) if id == spool_id => {
+                SpoolPosition::new(count(segment), count(offset))
+            }
+            Ok(_) | Err(rusqlite::Error::QueryReturnedNoRows) => SpoolPosition::default(),
+            Err(e) => return Err(e),
+        })
+    }
+
+    fn trails(&mut self) -> rusqlite::Result<Trails> {
+        // One snapshot for every query (a read transaction in WAL mode).
+        let tx = self.conn.transaction()?;
+        let mut trails = Trails::default();
+        let mut events = tx.prepare(EVENTS)?;
+        let mut rows = events.query([])?;
+        while let Some(row) = rows.next()? {
+            trails.events(
+                row.get(0)?,
+                count(row.get(1)?),
+                (count(row.get(2)?), count(row.get(3)?)),
+                count(row.get(4)?),
+                count(row.get(5)?),
+            );
+        }
+        let mut gaps = tx.prepare(GAPS)?;
+        let mut rows = gaps.query([])?;
+        while let Some(row) = rows.next()? {
+            trails.gap(row.get(0)?, count(row.get(1)?), count(row.get(2)?));
+        }
+        let mut calls = tx.prepare(CALLS)?;
+        let mut rows = calls.query([])?;
+        while let Some(row) = rows.next()? {
+            trails.closed(row.get(0)?, count(row.get(1)?));
+        }
+        let mut beyond = tx.prepare(BEYOND)?;
+        let mut rows = beyond.query([])?;
+        while let Some(row) = rows.next()? {
+            trails.beyond(row.get(0)?, count(row.get(1)?));
+        }
+        Ok(trails)
+    }
+}
+
+/// Verifies the SQLite archive at `path` (made by a [`SqliteArchiver`]):
+/// per call complete, open, incomplete or duplicated, as
+/// [`verify`](crate::archive::verify) does for a JSON Lines archive, with
+/// counts, seq ranges and gaps computed in SQL. Its primary key keeps every
+/// `(call_id, seq)` once, so a repeated event is counted by the archiver
+/// ([`ArchiveStats::duplicates`](crate::archive::ArchiveStats::duplicates))
+/// and never shows here.
+///
+/// The report's `dir` is the database's path; it has no segments and no
+/// torn tail.
+///
+/// # Errors
+///
+/// [`VerifyError::NotFound`] if there is no file at `path`,
+/// [`VerifyError::Io`] if it cannot be read as a callring SQLite archive.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{verify_sqlite, ArchiveConfig, SqliteArchiver};
+/// use callring::call::{AuditEventType, CallState, Details};
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let path = dir.path().join("audit.sqlite");
+/// let archiver = SqliteArchiver::start(&path, ArchiveConfig::default()).expect("opens");
+/// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+/// call.log_event(&AuditEventType::CallStarted, None, &Details::new()).expect("archived");
+/// let _ = call.end();
+/// archiver.stop().expect("committed");
+///
+/// let report = verify_sqlite(&path).expect("verified");
+/// assert!(report.is_complete());
+/// assert_eq!(report.calls["call-1"].issued, Some(1));
+/// # }
+/// ```
+pub fn verify_sqlite(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(VerifyError::NotFound {
+            dir: path.to_path_buf(),
+        });
+    }
+    let failure = |e: rusqlite::Error| VerifyError::Io(sqlite_failure(path, &e));
+    let mut store = SqliteStore::open_existing(path).map_err(failure)?;
+    verify_store(&mut store, path.display().to_string()).map_err(failure)
 }
 
 /// The table's backend, on the archiver's thread.
 struct Table {
-    conn: Connection,
+    store: SqliteStore,
     path: PathBuf,
     shared: Arc<Shared>,
-    pending: Vec<Entry>,
+    /// Records taken since the last commit.
+    pending: Batch,
     oldest: Option<Instant>,
 }
 
-impl Table {
-    /// Inserts `pending` in one transaction; returns the rows that were
-    /// already present. Rolled back (by drop) on error.
-    fn commit(&mut self) -> rusqlite::Result<u64> {
-        let tx = self.conn.transaction()?;
-        let mut duplicates = 0;
-        {
-            let mut insert = tx.prepare_cached(INSERT)?;
-            let mut insert_closed = tx.prepare_cached(INSERT_CLOSED)?;
-            for entry in &self.pending {
-                let (call_id, reason, event) = match entry {
-                    Entry::Event {
-                        call_id,
-                        reason,
-                        event,
-                    } => (call_id, reason, event),
-                    Entry::Logged { .. } => unreachable!("decoded in `push`"),
-                    Entry::Closed {
-                        call_id,
-                        issued,
-                        at,
-                    } => {
-                        // SQLite integers are i64; counts stay far below 2^63.
-                        let issued = *issued as i64;
-                        if insert_closed.execute(params![&**call_id, issued, at.to_rfc3339()])? == 0
-                        {
-                            duplicates += 1;
-                        }
-                        continue;
-                    }
-                };
-                let details =
-                    serde_json::to_string(&event.details).unwrap_or_else(|_| "{}".to_owned());
-                // SQLite integers are i64; seqs stay far below 2^63.
-                let seq = event.seq as i64;
-                let inserted = insert.execute(params![
-                    &**call_id,
-                    seq,
-                    event.at.to_rfc3339(),
-                    type_column(&event.kind),
-                    event.agent_id.as_deref(),
-                    details,
-                    reason.to_string(),
-                ])?;
-                if inserted == 0 {
-                    duplicates += 1;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(duplicates)
-    }
-}
-
-impl Backend for Table {
+impl Destination for Table {
     fn push(&mut self, entry: Entry) {
-        let entry = match entry {
-            Entry::Logged { call_id, bytes } => Entry::Event {
+        // Not from a spool: no byte offsets.
+        match entry {
+            Entry::Logged { call_id, bytes } => {
+                let event = decode_logged(&bytes);
+                self.pending
+                    .push_event(call_id.to_string(), Origin::Logged, &event, 0);
+            }
+            Entry::Event {
                 call_id,
-                reason: Origin::Logged,
-                event: decode_logged(&bytes),
-            },
-            other => other,
-        };
-        self.pending.push(entry);
+                reason,
+                event,
+            } => self
+                .pending
+                .push_event(call_id.to_string(), reason, &event, 0),
+            Entry::Closed {
+                call_id,
+                issued,
+                at,
+            } => self.pending.push_closed(call_id.to_string(), issued, at, 0),
+        }
         self.oldest.get_or_insert_with(Instant::now);
     }
 
@@ -279,24 +456,120 @@ impl Backend for Table {
     }
 
     fn sync(&mut self) -> Result<(), IoFailure> {
-        if self.pending.is_empty() {
+        let records = self.pending.records();
+        if records == 0 {
             return Ok(());
         }
-        let duplicates = self.commit().map_err(|e| sqlite_failure(&self.path, &e))?;
+        // Rolled back on error (by drop), and retried whole.
+        let outcome = self
+            .store
+            .write(&self.pending, None)
+            .map_err(|e| sqlite_failure(&self.path, &e))?;
         let counters = &self.shared.counters;
-        add(&counters.synced, self.pending.len() as u64);
-        add(&counters.duplicates, duplicates);
+        add(&counters.synced, records);
+        add(&counters.duplicates, outcome.already_present);
         add(&counters.fsyncs, 1);
-        self.pending.clear();
+        self.pending = Batch::default();
         self.oldest = None;
         Ok(())
     }
 
     fn unsynced(&self) -> u64 {
-        self.pending.len() as u64
+        self.pending.records()
     }
 
     fn oldest_unsynced(&self) -> Option<Instant> {
         self.oldest
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::call::{AuditEvent, AuditEventType, Details};
+
+    fn event(seq: u64) -> AuditEvent {
+        AuditEvent {
+            seq,
+            at: Timestamp::from_unix_nanos(1_700_000_000_123_456_789 + seq as i64),
+            kind: AuditEventType::ToolInvoked,
+            agent_id: Some("tools".into()),
+            details: Details::new(),
+        }
+    }
+
+    /// The contract the shipper relies on, kept by SQLite as by PostgreSQL:
+    /// rows and progress commit together, a resend inserts nothing, the
+    /// progress row belongs to one spool.
+    #[test]
+    fn a_batch_and_its_progress_commit_together_and_a_resend_inserts_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("opens");
+        assert_eq!(
+            store.progress("spool-1").expect("reads"),
+            SpoolPosition::default()
+        );
+        let mut batch = Batch {
+            segment: 1,
+            end: SpoolPosition::new(1, 300),
+            ..Batch::default()
+        };
+        for seq in 0..3 {
+            batch.push_event("call-1".into(), Origin::Logged, &event(seq), seq * 100);
+        }
+        batch.push_closed("call-1".into(), 3, event(3).at, 300);
+        let first = store.write(&batch, Some("spool-1")).expect("writes");
+        assert_eq!((first.events_inserted, first.closed_inserted), (3, 1));
+        assert_eq!(store.progress("spool-1").expect("reads"), batch.end);
+        assert_eq!(
+            store.progress("spool-2").expect("reads"),
+            SpoolPosition::default()
+        );
+
+        let again = store.write(&batch, Some("spool-1")).expect("writes");
+        assert_eq!(
+            again,
+            Outcome {
+                already_present: 4,
+                ..Outcome::default()
+            }
+        );
+        let report = verify_store(&mut store, "a".into()).expect("verifies");
+        assert!(report.is_complete(), "{report}");
+        assert_eq!(report.calls["call-1"].events, 3);
+        let at: String = store
+            .conn
+            .query_row("SELECT at FROM audit_events WHERE seq = 0", [], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!(at, event(0).at.to_rfc3339());
+    }
+
+    #[test]
+    fn the_sqlite_verifier_finds_gaps_open_calls_and_seqs_beyond_the_issued_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = SqliteStore::open(&dir.path().join("b.sqlite")).expect("opens");
+        let mut batch = Batch::default();
+        for seq in [0, 1, 3] {
+            batch.push_event("gap".into(), Origin::Logged, &event(seq), 0);
+        }
+        batch.push_closed("gap".into(), 4, event(4).at, 0);
+        for seq in [0, 1, 2] {
+            batch.push_event("beyond".into(), Origin::Drained, &event(seq), 0);
+        }
+        batch.push_closed("beyond".into(), 2, event(4).at, 0);
+        batch.push_event("open".into(), Origin::Logged, &event(5), 0);
+        store.write(&batch, None).expect("writes");
+        let report = verify_store(&mut store, "b".into()).expect("verifies");
+        let gap = &report.calls["gap"];
+        assert_eq!(gap.status, crate::archive::CallStatus::Incomplete);
+        assert_eq!(gap.gaps, [crate::archive::SeqRange { first: 2, last: 2 }]);
+        let beyond = &report.calls["beyond"];
+        assert_eq!(beyond.beyond_issued.len(), 1);
+        assert_eq!(beyond.drained, 3);
+        let open = &report.calls["open"];
+        assert_eq!(open.status, crate::archive::CallStatus::Open);
+        assert_eq!(open.gaps, [crate::archive::SeqRange { first: 0, last: 4 }]);
     }
 }

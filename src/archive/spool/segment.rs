@@ -19,7 +19,7 @@ use crate::archive::spool::fs::{ArchiveFs, SegmentFile};
 use crate::archive::spool::position::SpoolPosition;
 use crate::archive::stats::add;
 use crate::archive::writer::feed::Shared;
-use crate::archive::writer::worker::{decode_logged, Backend, Entry};
+use crate::archive::writer::worker::{decode_logged, Destination, Entry};
 use crate::call::EventParts;
 // Relaxed: reading a statistics counter on the thread that adds to it.
 use crate::sync::Ordering;
@@ -196,7 +196,7 @@ impl Segments {
     }
 }
 
-impl Backend for Segments {
+impl Destination for Segments {
     fn push(&mut self, entry: Entry) {
         self.line.clear();
         match entry {

@@ -3,6 +3,8 @@
 //! torn tail, which it can cut off on request.
 
 pub(crate) mod report;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod sql;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

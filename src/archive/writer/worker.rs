@@ -44,7 +44,7 @@ pub(crate) enum Entry {
 /// must leave the backend able to redo the whole operation: nothing
 /// buffered may be dropped, and nothing written twice. A successful `sync`
 /// makes every record pushed before it durable.
-pub(crate) trait Backend: Send + 'static {
+pub(crate) trait Destination: Send + 'static {
     /// Buffers one record (no I/O).
     fn push(&mut self, entry: Entry);
     /// Hands buffered events to the operating system.
@@ -132,7 +132,7 @@ impl Drop for StopOnDrop {
     }
 }
 
-impl<B: Backend> Worker<B> {
+impl<B: Destination> Worker<B> {
     fn run(mut self) -> Result<(), ArchiveError> {
         let _stopped = StopOnDrop(Arc::clone(&self.shared));
         let outcome = self.serve();
@@ -369,7 +369,7 @@ pub(crate) struct Core {
 
 impl Core {
     /// Starts a worker thread named `name` over `backend`.
-    pub(crate) fn spawn<B: Backend>(
+    pub(crate) fn spawn<B: Destination>(
         name: &str,
         backend: B,
         config: &ArchiveConfig,

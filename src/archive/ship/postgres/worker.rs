@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::batch::{count_lines, next_batch, Batch, Next};
+use super::batch::{count_lines, next_batch, Next};
 use super::sql::Connection;
 use super::status::{refresh_lag, Status};
 use super::{ShipError, ShipState, ShipperConfig};
+use crate::archive::ship::{Batch, Store};
 use crate::archive::writer::feed::Shared;
 use crate::archive::SpoolPosition;
 
@@ -178,7 +179,7 @@ impl Worker {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        let outcome = conn.ship(&self.config.host_id, &self.spool_id, batch)?;
+        let outcome = conn.write(batch, Some(&self.spool_id))?;
         let (records, bytes, end) = (batch.records(), batch.bytes, batch.end);
         self.position = end;
         self.pending = None;
@@ -206,7 +207,7 @@ impl Worker {
         self.status
             .update(|inner| inner.status.state = ShipState::Connecting);
         let mut conn = Connection::open(&self.pg, &self.config.host_id)?;
-        let progress = conn.progress(&self.config.host_id, &self.spool_id)?;
+        let progress = conn.progress(&self.spool_id)?;
         let end = self.shared.spool_end.get();
         let backlog = count_lines(&self.dir, progress, end.position)?;
         if let Some(batch) = &self.pending {
