@@ -181,8 +181,10 @@ pub use record::{
     SCHEMA_VERSION,
 };
 #[cfg(feature = "postgres")]
-pub use ship::postgres::{
-    verify_postgres, ShipError, ShipState, Shipper, ShipperConfig, ShipperStats, ShipperStatus,
+pub use ship::postgres::verify_postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use ship::shipper::{
+    ShipError, ShipState, Shipper, ShipperConfig, ShipperStats, ShipperStatus,
     DEFAULT_BATCH_RECORDS,
 };
 #[cfg(feature = "sqlite")]

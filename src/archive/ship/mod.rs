@@ -1,16 +1,19 @@
 //! Shipping and its backends: the databases an archive's records go into,
-//! once each. SQLite ([`SqliteArchiver`](crate::archive::SqliteArchiver),
-//! feature `sqlite`) keeps one host's records; PostgreSQL (the
-//! [`Shipper`](crate::archive::Shipper), feature `postgres`) a fleet's,
-//! shipped from each host's local spool.
+//! once each. SQLite (feature `sqlite`) keeps one host's records, written
+//! by the [`SqliteArchiver`](crate::archive::SqliteArchiver) or shipped
+//! from the host's spool; PostgreSQL (feature `postgres`) a fleet's,
+//! shipped from each host's spool. The [`Shipper`](crate::archive::Shipper)
+//! tails a spool into either.
 //!
 //! Both are a [`Store`]: the one trait through which records are written
 //! (a batch in column form, in one transaction, each record inserted only if
-//! its key is new, with the spool position it reaches) and read back for
-//! the verifier (each call's trail).
+//! its key is new, with the spool position it reaches), the position read
+//! back on resume, and the trails read back for the verifier.
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod shipper;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -39,9 +42,7 @@ mod store {
 
         /// Where the progress row says spool `spool` has been written up
         /// to: the start of the spool if there is no row, or it was written
-        /// for another spool. (Only the PostgreSQL shipper resumes from a
-        /// progress row so far; SQLite keeps one all the same.)
-        #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+        /// for another spool.
         fn progress(&mut self, spool: &str) -> Result<SpoolPosition, Self::Error>;
 
         /// Each call's trail as stored, for the verifier.
@@ -88,9 +89,10 @@ mod store {
     /// `unnest`): whole lines of one spool segment, or what the SQLite
     /// archiver took from the channel.
     #[derive(Debug, Default)]
-    // `segment` and `bytes` describe a spool's lines: read by the shipper.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) struct Batch {
+        /// The spool segment the lines are from (PostgreSQL keeps each
+        /// row's spool position; SQLite does not).
+        #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
         pub(crate) segment: u64,
         /// Where the batch ends in the spool: the position after its last
         /// line.

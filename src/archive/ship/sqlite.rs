@@ -14,13 +14,14 @@ use rusqlite::{params, Connection, OpenFlags};
 use crate::archive::config::ArchiveConfig;
 use crate::archive::error::{ArchiveError, IoFailure, IoOp};
 use crate::archive::record::Origin;
+use crate::archive::ship::shipper::{ShipError, Shipper, ShipperConfig};
 use crate::archive::ship::{Batch, Outcome, Store};
 use crate::archive::stats::add;
 use crate::archive::verify::sql::{verify_store, Trails};
 use crate::archive::writer::feed::Shared;
 use crate::archive::writer::worker::{decode_logged, Core, Destination, Entry};
 use crate::archive::writer::Archive;
-use crate::archive::{SpoolPosition, VerifyError, VerifyReport};
+use crate::archive::{Archiver, SpoolPosition, VerifyError, VerifyReport};
 use crate::call::Timestamp;
 
 /// The events table, as created now (also by the migration below).
@@ -94,9 +95,6 @@ SET segment = excluded.segment, "offset" = excluded."offset",
     records = audit_progress.records + excluded.records, spool_id = excluded.spool_id
 "#;
 
-// Read by the shipper's resume (`Store::progress`), which only the
-// PostgreSQL shipper calls so far.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 const LOAD_PROGRESS: &str =
     r#"SELECT segment, "offset", spool_id FROM audit_progress WHERE id = 1"#;
 
@@ -413,6 +411,76 @@ pub fn verify_sqlite(path: impl AsRef<Path>) -> Result<VerifyReport, VerifyError
     let failure = |e: rusqlite::Error| VerifyError::Io(sqlite_failure(path, &e));
     let mut store = SqliteStore::open_existing(path).map_err(failure)?;
     verify_store(&mut store, path.display().to_string()).map_err(failure)
+}
+
+impl Shipper {
+    /// Starts shipping `archiver`'s spool into the SQLite database at
+    /// `path` (created if missing, with the [`SqliteArchiver`]'s tables and
+    /// a progress row), exactly once, as `Shipper::start` ships it
+    /// into PostgreSQL: each batch's rows and the progress row commit in one
+    /// transaction, and the shipper resumes from that row. For one host's
+    /// queryable copy of its durable spool; check it with
+    /// [`verify_sqlite`].
+    ///
+    /// The file holds one host's records (the host id names the shipper in
+    /// its status only); ship one spool into it at a time. Its keys absorb
+    /// a resend as PostgreSQL's do, but SQLite keeps no spool positions to
+    /// tell a resend from a real duplicate: the second copy of a seq is
+    /// counted in [`ShipperStats::already_present`](crate::archive::ShipperStats::already_present)
+    /// and never reported as duplicated.
+    ///
+    /// # Errors
+    ///
+    /// [`ShipError::InvalidConfig`], [`ShipError::Spool`] if the spool's id
+    /// cannot be written, [`ShipError::Spawn`]. Opening the database happens
+    /// on the shipper's thread and is retried (see
+    /// [`status`](Shipper::status)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{verify_sqlite, ArchiveConfig, Archiver, Shipper, ShipperConfig};
+    /// use callring::call::{AuditEventType, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let spool = dir.path().join("spool");
+    /// let db = dir.path().join("audit.sqlite");
+    /// let archiver = Archiver::start(&spool, ArchiveConfig::default()).expect("opens");
+    /// let shipper = Shipper::start_sqlite(&archiver, &db, ShipperConfig::new("host-1"))
+    ///     .expect("starts");
+    ///
+    /// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+    /// call.log_event(&AuditEventType::CallStarted, None, &Details::new()).expect("archived");
+    /// let _ = call.end();
+    ///
+    /// archiver.stop().expect("local archive durable");
+    /// let stats = shipper.stop().expect("everything shipped");
+    /// assert_eq!(stats.records, 2); // the event and the closed record
+    /// assert!(verify_sqlite(&db).expect("verified").is_complete());
+    /// # }
+    /// ```
+    pub fn start_sqlite(
+        archiver: &Archiver,
+        path: impl Into<PathBuf>,
+        config: ShipperConfig,
+    ) -> Result<Self, ShipError> {
+        let path = path.into();
+        Self::spawn(archiver, config, move || Ok(SqliteStore::open(&path)?))
+    }
+}
+
+impl From<rusqlite::Error> for ShipError {
+    fn from(e: rusqlite::Error) -> Self {
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(format!("SQLite {}", f.extended_code)),
+            _ => None,
+        };
+        Self::Database {
+            code,
+            message: e.to_string(),
+        }
+    }
 }
 
 /// The table's backend, on the archiver's thread.

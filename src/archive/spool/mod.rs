@@ -179,7 +179,7 @@ impl Archive<JsonLines> {
     }
 
     /// The state the archiver shares with its thread (for the shipper).
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn shared(&self) -> Arc<crate::archive::writer::feed::Shared> {
         self.core().shared_arc()
     }

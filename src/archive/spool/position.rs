@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use std::{fs, io, io::Write, path::Path};
 
 /// A byte position in an archive directory: segment `segment` (its index,
@@ -99,7 +99,7 @@ impl SpoolEnd {
 pub(crate) const SPOOL_ID_FILE: &str = "spool.id";
 
 /// The id of the spool in `dir`, created (and fsynced) on first use.
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn spool_id(dir: &Path) -> io::Result<String> {
     let path = dir.join(SPOOL_ID_FILE);
     match fs::read_to_string(&path) {

@@ -417,7 +417,7 @@ impl Core {
         &self.shared
     }
 
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn shared_arc(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
     }

@@ -3,7 +3,7 @@
 
 use postgres::{Client, NoTls, Statement};
 
-use super::ShipError;
+use crate::archive::ship::shipper::ShipError;
 use crate::archive::ship::store::int;
 use crate::archive::ship::{Batch, Outcome, Store};
 use crate::archive::verify::sql::Trails;

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use postgres::Transaction;
 
 use super::sql::Connection;
-use super::ShipError;
+use crate::archive::ship::shipper::{check_host_id, ShipError};
 use crate::archive::verify::sql::{verify_store, Trails};
 use crate::archive::VerifyReport;
 
@@ -103,7 +103,7 @@ pub(super) fn trails(tx: &mut Transaction<'_>, host_id: &str) -> Result<Trails, 
 /// assert!(report.is_ok(), "no call lost or doubled events");
 /// ```
 pub fn verify_postgres(url: &str, host_id: &str) -> Result<VerifyReport, ShipError> {
-    super::check_host_id(host_id)?;
+    check_host_id(host_id)?;
     let config = postgres::Config::from_str(url).map_err(|e| ShipError::Url {
         reason: e.to_string(),
     })?;
