@@ -13,14 +13,14 @@
 //! cargo run --release --example agent_host -- --help
 //! ```
 //!
-//! With `--postgres URL` (build with `--features postgres`) a shipper thread
+//! With `--postgres URL` a shipper thread
 //! ships the archive into PostgreSQL while the host runs; at the end the
 //! run's trails are verified in the database too, and the report gains a
 //! `postgres` line (rows shipped, rows/s, lag, gaps, duplicates):
 //!
 //! ```sh
-//! scripts/with-postgres bash -c 'cargo run --release --features postgres \
-//!     --example agent_host -- --seconds 5 --postgres "$CALLRING_PG_URL"'
+//! scripts/with-postgres bash -c 'cargo run --release --example agent_host -- \
+//!     --seconds 5 --postgres "$CALLRING_PG_URL"'
 //! ```
 //!
 //! Call names are `<host id>/<run>/call-<slot>-<generation>` (the run is the
@@ -79,7 +79,7 @@ struct Options {
     #[arg(long, value_name = "ID")]
     host_id: Option<String>,
     /// Ship the archive to the PostgreSQL database at URL while the host
-    /// runs, then verify it there (needs the `postgres` feature).
+    /// runs, then verify it there.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
 }
@@ -205,8 +205,8 @@ fn run(o: &Options) -> Result<bool, String> {
     check_host_id(&host_id)?;
     #[cfg(not(feature = "postgres"))]
     if o.postgres.is_some() {
-        return Err("--postgres needs the postgres feature: \
-                    cargo run --release --features postgres --example agent_host -- ..."
+        return Err("--postgres needs the library's postgres feature, \
+                    which this build does not have (it is off under --cfg loom)"
             .to_owned());
     }
     let run_id = std::time::SystemTime::now()

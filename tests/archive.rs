@@ -493,6 +493,16 @@ fn sqlite_archive_holds_every_event_once() {
         .collect::<Result<_, _>>()
         .expect("rows");
     assert_eq!(closed, [("call-0".to_owned(), n), ("call-1".to_owned(), n)]);
+
+    // The SQL verifier agrees: both trails whole (the resent seq 0 was
+    // refused by the key, so it is not there to find).
+    let report = callring::archive::verify_sqlite(&path).expect("verifies");
+    assert!(report.is_complete(), "{report}");
+    assert_eq!((report.complete, report.events), (2, total));
+    assert!(matches!(
+        callring::archive::verify_sqlite(dir.path().join("missing.sqlite")),
+        Err(callring::archive::VerifyError::NotFound { .. })
+    ));
 }
 
 /// A database made before write-through (its `reason` check refuses
@@ -602,4 +612,86 @@ fn huge_durations_mean_no_deadline() {
     assert_eq!(archiver.status(), callring::archive::ArchiveStatus::Running);
     let _ = c.end();
     archiver.stop().expect("clean stop");
+}
+
+/// The shipper into SQLite: a spool logged by several threads arrives once
+/// each, a restarted shipper resumes from its progress row, and a resend
+/// from the start of the spool inserts nothing.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_spool_shipped_into_sqlite_arrives_once_and_resumes_from_its_progress_row() {
+    use callring::archive::{verify_sqlite, Archiver, Shipper, ShipperConfig};
+
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 8;
+    let per_thread: u64 = if shrunk() { 1_000 } else { 10_000 };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = dir.path().join("spool");
+    let db = dir.path().join("audit.sqlite");
+    let config = || ShipperConfig::new("host-1").batch_records(500);
+
+    let archiver = Archiver::start(&spool, ArchiveConfig::default()).expect("starts");
+    let shipper = Shipper::start_sqlite(&archiver, &db, config()).expect("ships");
+    let calls: Vec<CallState> = (0..CALLS)
+        .map(|c| {
+            let id = format!("call-{c}");
+            CallState::builder(&id)
+                .limits(Limits::new(100, 50).expect("valid"))
+                .audit_archive(archiver.sink(&id))
+                .build()
+        })
+        .collect();
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let calls = &calls;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let call = &calls[((t + i) % CALLS) as usize];
+                    call.log_event(&AuditEventType::ToolInvoked, None, &details(t, i))
+                        .expect("live call");
+                }
+            });
+        }
+    });
+    for call in &calls {
+        let _ = call.end();
+    }
+    archiver.stop().expect("durable locally");
+    let stats = shipper.stop().expect("everything shipped");
+    let total = THREADS * per_thread;
+    assert_eq!(
+        (stats.records, stats.events_inserted, stats.closed_inserted),
+        (total + CALLS, total, CALLS)
+    );
+    assert_eq!((stats.already_present, stats.duplicates), (0, 0));
+    let report = verify_sqlite(&db).expect("verifies");
+    assert!(report.is_complete(), "{report}");
+    assert_eq!((report.complete, report.events), (CALLS, total));
+
+    // A new run on the same spool: the shipper resumes after everything.
+    let archiver = Archiver::start(&spool, ArchiveConfig::default()).expect("restarts");
+    let shipper = Shipper::start_sqlite(&archiver, &db, config()).expect("ships");
+    archiver.stop().expect("stops");
+    let again = shipper.stop().expect("stops");
+    assert_eq!((again.records, again.events_inserted), (0, 0));
+
+    // Without its progress row it resends the whole spool: the keys absorb it.
+    rusqlite::Connection::open(&db)
+        .expect("opens")
+        .execute("DELETE FROM audit_progress", [])
+        .expect("deleted");
+    let archiver = Archiver::start(&spool, ArchiveConfig::default()).expect("restarts");
+    let shipper = Shipper::start_sqlite(&archiver, &db, config()).expect("ships");
+    archiver.stop().expect("stops");
+    let resent = shipper.stop().expect("stops");
+    assert_eq!(
+        (
+            resent.records,
+            resent.events_inserted,
+            resent.closed_inserted
+        ),
+        (total + CALLS, 0, 0)
+    );
+    assert_eq!(resent.already_present, total + CALLS);
+    assert!(verify_sqlite(&db).expect("verifies").is_complete());
 }

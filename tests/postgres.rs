@@ -4,8 +4,9 @@
 //! record.
 //!
 //! Needs `CALLRING_PG_URL` (and `CALLRING_PG_CTL` for the restart test);
-//! `scripts/with-postgres cargo test --release --features postgres --test
-//! postgres` provides both. Without the URL each test prints that it skips
+//! `scripts/with-postgres cargo test --release --test postgres` provides both
+//! (the crate's tests always build with the `postgres` feature, through its
+//! dev-dependency on itself). Without the URL each test prints that it skips
 //! (under `CI` it fails instead: CI never skips these).
 #![cfg(all(not(loom), feature = "postgres"))]
 
@@ -46,7 +47,7 @@ fn url(test: &str) -> Option<String> {
             );
             println!(
                 "{test}: skipped: CALLRING_PG_URL is unset \
-                 (run `scripts/with-postgres cargo test --features postgres --test postgres`)"
+                 (run `scripts/with-postgres cargo test --test postgres`)"
             );
             None
         }

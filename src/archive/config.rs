@@ -2,44 +2,11 @@
 //! backoff, the file layer and the fault callback.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::{ArchiveError, IoFailure};
-use super::fs::{ArchiveFs, StdFs};
-
-/// What the archiver tells the host's fault callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FaultEvent {
-    /// An operation failed; the archiver waits `retry_in`, then retries.
-    /// Ring writers are back-pressured meanwhile; nothing is dropped.
-    Failed {
-        /// What failed.
-        error: IoFailure,
-        /// Failed attempts so far for this operation (1 on the first).
-        attempt: u64,
-        /// The wait before the next attempt.
-        retry_in: Duration,
-    },
-    /// The operation succeeded after `attempts` failures.
-    Recovered {
-        /// Failed attempts before the success.
-        attempts: u64,
-    },
-    /// At start, the torn tail a crash left in the previous run's last
-    /// segment (a partial line that was never fsynced) was cut off.
-    TornTailRepaired {
-        /// The segment.
-        file: PathBuf,
-        /// The bytes cut.
-        bytes: u64,
-    },
-}
-
-/// The host's fault callback.
-pub(crate) type FaultCallback = dyn Fn(&FaultEvent) + Send + Sync;
+use super::error::{ArchiveError, FaultCallback, FaultEvent};
+use crate::archive::spool::fs::{ArchiveFs, StdFs};
 
 /// Settings of an [`Archiver`](super::Archiver) (and of the SQLite archiver,
 /// which ignores `segment_bytes` and `fs`).

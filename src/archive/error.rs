@@ -1,12 +1,12 @@
-//! Errors of the archive layer: what failed, on which file, and what the host
-//! can do about it.
+//! Errors and faults of the archive layer: what failed, on which file, what
+//! the archiver tells the host's fault callback, and whether it is retrying.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::feed::ArchiveStats;
+use crate::archive::stats::ArchiveStats;
 
 /// The file operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,7 +30,7 @@ pub enum IoOp {
     Sync,
     /// `fsync` of the archive directory (makes a new segment's name durable).
     SyncDir,
-    /// A statement or commit on the SQLite database.
+    /// A statement or commit on an SQLite database.
     Sqlite,
 }
 
@@ -46,7 +46,7 @@ impl fmt::Display for IoOp {
             IoOp::Truncate => "truncate",
             IoOp::Sync => "fsync",
             IoOp::SyncDir => "fsync directory",
-            IoOp::Sqlite => "write to SQLite database",
+            IoOp::Sqlite => "use SQLite database",
         })
     }
 }
@@ -207,4 +207,54 @@ impl From<IoFailure> for ArchiveError {
     fn from(e: IoFailure) -> Self {
         Self::Io(e)
     }
+}
+
+/// What the archiver tells the host's fault callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultEvent {
+    /// An operation failed; the archiver waits `retry_in`, then retries.
+    /// Ring writers are back-pressured meanwhile; nothing is dropped.
+    Failed {
+        /// What failed.
+        error: IoFailure,
+        /// Failed attempts so far for this operation (1 on the first).
+        attempt: u64,
+        /// The wait before the next attempt.
+        retry_in: Duration,
+    },
+    /// The operation succeeded after `attempts` failures.
+    Recovered {
+        /// Failed attempts before the success.
+        attempts: u64,
+    },
+    /// At start, the torn tail a crash left in the previous run's last
+    /// segment (a partial line that was never fsynced) was cut off.
+    TornTailRepaired {
+        /// The segment.
+        file: PathBuf,
+        /// The bytes cut.
+        bytes: u64,
+    },
+}
+
+/// The host's fault callback.
+pub(crate) type FaultCallback = dyn Fn(&FaultEvent) + Send + Sync;
+
+/// Whether the archiver is keeping up or retrying a fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArchiveStatus {
+    /// Writing normally.
+    Running,
+    /// An operation keeps failing; the archiver retries with backoff and ring
+    /// writers wait once the channel is full.
+    Retrying {
+        /// The latest failure.
+        error: IoFailure,
+        /// Failed attempts so far.
+        attempts: u64,
+    },
+    /// The archiver's thread has exited.
+    Stopped,
 }

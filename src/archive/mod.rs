@@ -1,9 +1,18 @@
 //! The durable audit archive: an append-only, segmented JSON Lines archive
 //! with group commit, a durable watermark and a verifier (and, with the
-//! `sqlite` feature, an SQLite table). With the `postgres` feature a
-//! `Shipper` ships the archive, as the host's durable spool, into a
-//! PostgreSQL database shared by a fleet, exactly once, and
+//! `sqlite` feature, an SQLite table, checked by `verify_sqlite`). With the
+//! `postgres` feature a `Shipper` ships the archive, as the host's durable
+//! spool, into a PostgreSQL database shared by a fleet, exactly once, and
 //! `verify_postgres` checks it there.
+//!
+//! The code splits by role: `writer/` takes records from the rings (sinks,
+//! the bounded channel, the worker thread, and [`Archive`], the handle both
+//! archivers share); `spool/` is the local JSON Lines archive; `ship/` holds
+//! the databases, SQLite and PostgreSQL, each a `Store` (one crate-internal
+//! trait: write a batch in one transaction, each record once by its key,
+//! with the spool position it reaches; read the progress back; report each
+//! call's trail to the verifier); `verify/` judges trails, from a spool or
+//! from a store, into one [`VerifyReport`].
 //!
 //! The compliance rule this serves: an audit event must be persisted before
 //! it leaves memory. A call built with
@@ -153,43 +162,40 @@
 //! [`CallState::end`]: crate::call::CallState::end
 //! [`CallState::log_event`]: crate::call::CallState::log_event
 
-mod archiver;
 mod config;
 mod error;
-mod feed;
-mod fs;
-#[cfg(feature = "postgres")]
-mod postgres;
 mod record;
-mod report;
-mod segment;
+mod ship;
 mod spool;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+mod stats;
 mod verify;
-mod worker;
+mod writer;
 
-pub use archiver::Archiver;
 pub use config::{
-    ArchiveConfig, FaultEvent, DEFAULT_CHANNEL_CAPACITY, DEFAULT_FSYNC_EVERY,
-    DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
+    ArchiveConfig, DEFAULT_CHANNEL_CAPACITY, DEFAULT_FSYNC_EVERY, DEFAULT_FSYNC_INTERVAL,
+    DEFAULT_SEGMENT_BYTES,
 };
-pub use error::{ArchiveError, IoFailure, IoOp};
-pub use feed::{ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Receipt};
-pub use fs::{ArchiveFs, SegmentFile, StdFs, LOCK_FILE};
-#[cfg(feature = "postgres")]
-pub use postgres::{
-    verify_postgres, ShipError, ShipState, Shipper, ShipperConfig, ShipperStats, ShipperStatus,
-    DEFAULT_BATCH_RECORDS,
-};
+pub use error::{ArchiveError, ArchiveStatus, FaultEvent, IoFailure, IoOp};
 pub use record::{
     segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord, LineError, Origin,
     SCHEMA_VERSION,
 };
-pub use report::{CallReport, CallStatus, SegmentReport, SeqRange, TornTail, VerifyReport};
-pub use spool::SpoolPosition;
+#[cfg(feature = "postgres")]
+pub use ship::postgres::verify_postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use ship::shipper::{
+    ShipError, ShipState, Shipper, ShipperConfig, ShipperStats, ShipperStatus,
+    DEFAULT_BATCH_RECORDS,
+};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteArchiver;
+pub use ship::sqlite::{verify_sqlite, Sqlite, SqliteArchiver};
+pub use spool::fs::{ArchiveFs, SegmentFile, StdFs, LOCK_FILE};
+pub use spool::position::SpoolPosition;
+pub use spool::{Archiver, JsonLines};
+pub use stats::ArchiveStats;
+pub use verify::report::{CallReport, CallStatus, SegmentReport, SeqRange, TornTail, VerifyReport};
 pub use verify::{
     read_archive, read_archive_lines, verify, verify_with, VerifyError, VerifyOptions,
 };
+pub use writer::feed::{ArchiveSink, Durability, Receipt};
+pub use writer::Archive;

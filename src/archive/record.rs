@@ -407,7 +407,8 @@ pub(crate) fn sort_segments(
     for name in names {
         match segment_index(&name) {
             Some(index) => segments.push((index, dir.join(&name))),
-            None if name == super::fs::LOCK_FILE || name == super::spool::SPOOL_ID_FILE => {}
+            None if name == crate::archive::spool::fs::LOCK_FILE
+                || name == crate::archive::spool::position::SPOOL_ID_FILE => {}
             None => others.push(dir.join(&name)),
         }
     }

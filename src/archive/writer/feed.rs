@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::config::{FaultCallback, FaultEvent};
-use super::error::{ArchiveError, IoFailure};
-use super::spool::SpoolEnd;
+use crate::archive::error::ArchiveStatus;
+use crate::archive::error::{ArchiveError, FaultCallback, FaultEvent, IoFailure};
+use crate::archive::spool::position::SpoolEnd;
+use crate::archive::stats::{add, ArchiveStats, Counters};
 use crate::call::{AuditEvent, Timestamp};
 use crate::door::Door;
 use crate::sink::{Delivery, Evicted, Refused, Sink};
@@ -53,114 +54,6 @@ pub(crate) enum Msg {
     Flush(Sender<Result<(), ArchiveError>>),
     /// Wake up: `closed` is set.
     Stop,
-}
-
-/// Counters of an archiver, read with `stats()`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct ArchiveStats {
-    /// Events the archiver took from the channel.
-    pub received: u64,
-    /// Records made durable (fsynced, or committed to SQLite): events and
-    /// end-of-call records.
-    pub synced: u64,
-    /// Records handed to the archiver so far (accepted by its sinks); the
-    /// durable watermark trails this (see [`Durability`]).
-    pub handed_over: u64,
-    /// Events written through as they were logged (reason `logged`).
-    pub logged: u64,
-    /// End-of-call records taken.
-    pub closed_records: u64,
-    /// Bytes made durable (JSON Lines only).
-    pub bytes: u64,
-    /// Successful fsyncs (or SQLite commits).
-    pub fsyncs: u64,
-    /// Segments created.
-    pub segments: u64,
-    /// Hand-offs that found the channel full and waited (back-pressure; the
-    /// rings count these too, as `sink_waits`).
-    pub sink_waits: u64,
-    /// Hand-offs refused because the archiver was stopping or stopped; the
-    /// call keeps those events
-    /// ([`CallState::take_refused_audit`](crate::call::CallState::take_refused_audit)).
-    pub refused: u64,
-    /// Failed file operations.
-    pub errors: u64,
-    /// Retries after failures.
-    pub retries: u64,
-    /// Events given up on at stop (0 unless stop returned `GaveUp`).
-    pub lost: u64,
-    /// Events whose (call, seq) was already archived (SQLite only; the
-    /// JSON Lines verifier finds them on disk).
-    pub duplicates: u64,
-    /// Bytes of a torn tail cut from the previous run's last segment at
-    /// start.
-    pub repaired_torn_bytes: u64,
-}
-
-/// Whether the archiver is keeping up or retrying a fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ArchiveStatus {
-    /// Writing normally.
-    Running,
-    /// An operation keeps failing; the archiver retries with backoff and ring
-    /// writers wait once the channel is full.
-    Retrying {
-        /// The latest failure.
-        error: IoFailure,
-        /// Failed attempts so far.
-        attempts: u64,
-    },
-    /// The archiver's thread has exited.
-    Stopped,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) received: Counter,
-    pub(crate) synced: Counter,
-    pub(crate) logged: Counter,
-    pub(crate) closed_records: Counter,
-    pub(crate) bytes: Counter,
-    pub(crate) fsyncs: Counter,
-    pub(crate) segments: Counter,
-    pub(crate) sink_waits: Counter,
-    pub(crate) refused: Counter,
-    pub(crate) errors: Counter,
-    pub(crate) retries: Counter,
-    pub(crate) lost: Counter,
-    pub(crate) duplicates: Counter,
-    pub(crate) repaired_torn_bytes: Counter,
-}
-
-/// Adds to a statistics counter. Relaxed: counters publish nothing.
-pub(crate) fn add(counter: &Counter, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
-
-impl Counters {
-    fn snapshot(&self) -> ArchiveStats {
-        // Relaxed: statistics.
-        let get = |c: &Counter| c.load(Ordering::Relaxed);
-        ArchiveStats {
-            received: get(&self.received),
-            synced: get(&self.synced),
-            handed_over: 0, // filled in by `Shared::stats` from the tickets
-            logged: get(&self.logged),
-            closed_records: get(&self.closed_records),
-            bytes: get(&self.bytes),
-            fsyncs: get(&self.fsyncs),
-            segments: get(&self.segments),
-            sink_waits: get(&self.sink_waits),
-            refused: get(&self.refused),
-            errors: get(&self.errors),
-            retries: get(&self.retries),
-            lost: get(&self.lost),
-            duplicates: get(&self.duplicates),
-            repaired_torn_bytes: get(&self.repaired_torn_bytes),
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -421,7 +314,7 @@ impl Shared {
 /// One call's way into an archiver: its bounded channel, tagged with the
 /// call's id.
 ///
-/// From [`Archiver::sink`](super::Archiver::sink). Give it to
+/// From [`Archiver::sink`](crate::archive::Archiver::sink). Give it to
 /// [`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)
 /// and every event is written through as it is logged, with a closed record
 /// at the end of the call. It is also a [`Sink`] for the ring's eviction mode
@@ -479,7 +372,7 @@ impl ArchiveSink {
     }
 
     /// A sink of the same archiver for another call: what
-    /// [`Archiver::sink`](super::Archiver::sink) returns, for code that
+    /// [`Archiver::sink`](crate::archive::Archiver::sink) returns, for code that
     /// keeps a sink rather than the archiver (after the archiver stops, its
     /// sinks refuse every record).
     ///
@@ -609,8 +502,8 @@ impl Sink<AuditEvent> for ArchiveSink {
 /// From [`CallState::log_event_receipt`](crate::call::CallState::log_event_receipt).
 /// Waiting costs one group-commit window once every record handed over
 /// before this one has reached the archiver: it fsyncs when
-/// [`fsync_every`](super::ArchiveConfig::fsync_every) records are waiting or
-/// the oldest has waited [`fsync_interval`](super::ArchiveConfig::fsync_interval)
+/// [`fsync_every`](crate::archive::ArchiveConfig::fsync_every) records are waiting or
+/// the oldest has waited [`fsync_interval`](crate::archive::ArchiveConfig::fsync_interval)
 /// (20 ms by default), plus the time that write and fsync take; every waiter
 /// of that window is released by the same fsync. (The watermark is a prefix
 /// of hand-offs, so a receipt also waits for earlier senders held up by

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::batch::{count_lines, next_batch, Batch, Next};
-use super::sql::Connection;
+use super::batch::{count_lines, next_batch, Next};
 use super::status::{refresh_lag, Status};
 use super::{ShipError, ShipState, ShipperConfig};
-use crate::archive::feed::Shared;
+use crate::archive::ship::{Batch, Store};
+use crate::archive::writer::feed::Shared;
 use crate::archive::SpoolPosition;
 
 /// What the handle tells the thread.
@@ -28,16 +28,19 @@ pub(super) enum Control {
     Abort,
 }
 
-/// The shipper's thread.
-pub(super) struct Worker {
-    pub(super) pg: postgres::Config,
+/// Opens the store (on the shipper's thread; again after a failure).
+pub(super) type Open<S> = Box<dyn FnMut() -> Result<S, ShipError> + Send>;
+
+/// The shipper's thread, writing to store `S`.
+pub(super) struct Worker<S> {
+    pub(super) open: Open<S>,
     pub(super) config: ShipperConfig,
     pub(super) dir: PathBuf,
     pub(super) spool_id: String,
     pub(super) shared: Arc<Shared>,
     pub(super) status: Arc<Status>,
     pub(super) control: Receiver<Control>,
-    pub(super) conn: Option<Connection>,
+    pub(super) conn: Option<S>,
     /// Shipped up to here: the progress row as last committed or read.
     pub(super) position: SpoolPosition,
     /// The batch read and not yet committed.
@@ -51,7 +54,11 @@ enum Exit {
     Abort,
 }
 
-impl Worker {
+impl<S> Worker<S>
+where
+    S: Store,
+    ShipError: From<S::Error>,
+{
     pub(super) fn run(mut self) -> Result<(), ShipError> {
         let result = self.serve();
         self.status
@@ -178,7 +185,9 @@ impl Worker {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        let outcome = conn.ship(&self.config.host_id, &self.spool_id, batch)?;
+        let outcome = conn
+            .write(batch, Some(&self.spool_id))
+            .map_err(ShipError::from)?;
         let (records, bytes, end) = (batch.records(), batch.bytes, batch.end);
         self.position = end;
         self.pending = None;
@@ -205,8 +214,8 @@ impl Worker {
     fn connect(&mut self) -> Result<(), ShipError> {
         self.status
             .update(|inner| inner.status.state = ShipState::Connecting);
-        let mut conn = Connection::open(&self.pg, &self.config.host_id)?;
-        let progress = conn.progress(&self.config.host_id, &self.spool_id)?;
+        let mut conn = (self.open)()?;
+        let progress = conn.progress(&self.spool_id).map_err(ShipError::from)?;
         let end = self.shared.spool_end.get();
         let backlog = count_lines(&self.dir, progress, end.position)?;
         if let Some(batch) = &self.pending {

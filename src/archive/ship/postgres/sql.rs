@@ -3,8 +3,10 @@
 
 use postgres::{Client, NoTls, Statement};
 
-use super::batch::Batch;
-use super::ShipError;
+use crate::archive::ship::shipper::ShipError;
+use crate::archive::ship::store::int;
+use crate::archive::ship::{Batch, Outcome, Store};
+use crate::archive::verify::sql::Trails;
 use crate::archive::SpoolPosition;
 
 /// Serialises schema set-up between hosts starting together (`CREATE TABLE
@@ -116,18 +118,8 @@ pub(super) fn create_schema(client: &mut Client) -> Result<(), ShipError> {
     Ok(())
 }
 
-/// What one batch did.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Outcome {
-    pub(super) events_inserted: u64,
-    pub(super) closed_inserted: u64,
-    pub(super) already_present: u64,
-    pub(super) duplicates: u64,
-}
-
-/// A connection with its prepared statements, holding the host's lock.
-pub(super) struct Connection {
-    client: Client,
+/// The prepared statements of a shipping connection.
+struct Statements {
     insert_events: Statement,
     insert_closed: Statement,
     event_duplicates: Statement,
@@ -135,8 +127,13 @@ pub(super) struct Connection {
     save_progress: Statement,
 }
 
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A connection for one host: the [`Store`] the shipper writes to (opened
+/// with [`open`](Connection::open): schema, the host's lock, prepared
+/// statements) or the verifier reads (with [`connect`](Connection::connect)).
+pub(super) struct Connection {
+    client: Client,
+    host_id: String,
+    statements: Option<Statements>,
 }
 
 fn position(segment: i64, offset: i64) -> SpoolPosition {
@@ -147,12 +144,23 @@ fn position(segment: i64, offset: i64) -> SpoolPosition {
 }
 
 impl Connection {
-    /// Connects, creates the schema, takes `host_id`'s lock.
+    /// Connects, for reading `host_id`'s rows.
+    pub(super) fn connect(config: &postgres::Config, host_id: &str) -> Result<Self, ShipError> {
+        Ok(Self {
+            client: config.connect(NoTls)?,
+            host_id: host_id.to_owned(),
+            statements: None,
+        })
+    }
+
+    /// Connects, creates the schema, takes `host_id`'s lock and prepares
+    /// the shipper's statements.
     pub(super) fn open(config: &postgres::Config, host_id: &str) -> Result<Self, ShipError> {
-        let mut client = config.connect(NoTls)?;
+        let mut conn = Self::connect(config, host_id)?;
+        let client = &mut conn.client;
         // A statement stuck on a dead server fails instead of hanging.
         client.batch_execute("SET statement_timeout = '120s'")?;
-        create_schema(&mut client)?;
+        create_schema(client)?;
         let locked: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock(hashtextextended('callring-ship:' || $1, 0))",
@@ -164,48 +172,42 @@ impl Connection {
                 host_id: host_id.to_owned(),
             });
         }
+        conn.statements = Some(Statements::prepare(client)?);
+        Ok(conn)
+    }
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Self, ShipError> {
         Ok(Self {
             insert_events: client.prepare(INSERT_EVENTS)?,
             insert_closed: client.prepare(INSERT_CLOSED)?,
             event_duplicates: client.prepare(EVENT_DUPLICATES)?,
             closed_duplicates: client.prepare(CLOSED_DUPLICATES)?,
             save_progress: client.prepare(SAVE_PROGRESS)?,
-            client,
         })
     }
+}
 
-    /// The host's progress in spool `spool_id`: the start of the spool if
-    /// there is no progress row, or if it was written for another spool
-    /// (the host's archive directory was replaced).
-    pub(super) fn progress(
-        &mut self,
-        host_id: &str,
-        spool_id: &str,
-    ) -> Result<SpoolPosition, ShipError> {
-        let row = self.client.query_opt(LOAD_PROGRESS, &[&host_id])?;
-        Ok(match row {
-            Some(row) if row.get::<_, Option<&str>>(2) == Some(spool_id) => {
-                position(row.get(0), row.get(1))
-            }
-            _ => SpoolPosition::default(),
-        })
-    }
+impl Store for Connection {
+    type Error = ShipError;
 
-    /// Inserts `batch` and moves the progress row past it, in one
-    /// transaction.
-    pub(super) fn ship(
-        &mut self,
-        host_id: &str,
-        spool_id: &str,
-        batch: &Batch,
-    ) -> Result<Outcome, ShipError> {
+    /// Inserts `batch` and, with `spool`, moves the progress row past it,
+    /// in one transaction. A row whose key holds a row shipped from
+    /// another spool position is recorded as a duplicate.
+    fn write(&mut self, batch: &Batch, spool: Option<&str>) -> Result<Outcome, ShipError> {
+        let st = match &mut self.statements {
+            Some(st) => st,
+            none => none.insert(Statements::prepare(&mut self.client)?),
+        };
+        let host_id = self.host_id.as_str();
         let segment = int(batch.segment);
         let mut outcome = Outcome::default();
         let mut tx = self.client.transaction()?;
         let e = &batch.events;
         if !e.seq.is_empty() {
             let inserted = tx.execute(
-                &self.insert_events,
+                &st.insert_events,
                 &[
                     &host_id,
                     &segment,
@@ -224,7 +226,7 @@ impl Connection {
             if skipped > 0 {
                 outcome.already_present += skipped;
                 outcome.duplicates += tx.execute(
-                    &self.event_duplicates,
+                    &st.event_duplicates,
                     &[&host_id, &segment, &e.call_id, &e.seq, &e.offset, &e.reason],
                 )?;
             }
@@ -232,7 +234,7 @@ impl Connection {
         let c = &batch.closed;
         if !c.issued.is_empty() {
             let inserted = tx.execute(
-                &self.insert_closed,
+                &st.insert_closed,
                 &[
                     &host_id, &segment, &c.call_id, &c.issued, &c.at_ns, &c.offset,
                 ],
@@ -242,22 +244,47 @@ impl Connection {
             if skipped > 0 {
                 outcome.already_present += skipped;
                 outcome.duplicates += tx.execute(
-                    &self.closed_duplicates,
+                    &st.closed_duplicates,
                     &[&host_id, &segment, &c.call_id, &c.offset],
                 )?;
             }
         }
-        tx.execute(
-            &self.save_progress,
-            &[
-                &host_id,
-                &int(batch.end.segment),
-                &int(batch.end.offset),
-                &int(batch.records()),
-                &spool_id,
-            ],
-        )?;
+        if let Some(spool_id) = spool {
+            tx.execute(
+                &st.save_progress,
+                &[
+                    &host_id,
+                    &int(batch.end.segment),
+                    &int(batch.end.offset),
+                    &int(batch.records()),
+                    &spool_id,
+                ],
+            )?;
+        }
         tx.commit()?;
         Ok(outcome)
+    }
+
+    fn progress(&mut self, spool_id: &str) -> Result<SpoolPosition, ShipError> {
+        let row = self.client.query_opt(LOAD_PROGRESS, &[&self.host_id])?;
+        Ok(match row {
+            Some(row) if row.get::<_, Option<&str>>(2) == Some(spool_id) => {
+                position(row.get(0), row.get(1))
+            }
+            _ => SpoolPosition::default(),
+        })
+    }
+
+    fn trails(&mut self) -> Result<Trails, ShipError> {
+        // One snapshot for every query.
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let trails = super::verify::trails(&mut tx, &self.host_id)?;
+        tx.commit()?;
+        Ok(trails)
     }
 }

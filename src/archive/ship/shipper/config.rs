@@ -20,14 +20,14 @@ use super::ShipError;
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ShipperConfig {
-    pub(super) host_id: String,
-    pub(super) batch_records: usize,
-    pub(super) batch_bytes: usize,
-    pub(super) poll_interval: Duration,
-    pub(super) retry_initial: Duration,
-    pub(super) retry_max: Duration,
-    pub(super) connect_timeout: Duration,
-    pub(super) stop_timeout: Duration,
+    pub(crate) host_id: String,
+    pub(crate) batch_records: usize,
+    pub(crate) batch_bytes: usize,
+    pub(crate) poll_interval: Duration,
+    pub(crate) retry_initial: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
 }
 
 /// Default records per batch (one transaction).
@@ -98,7 +98,7 @@ impl ShipperConfig {
         self
     }
 
-    pub(super) fn validate(&self) -> Result<(), ShipError> {
+    pub(crate) fn validate(&self) -> Result<(), ShipError> {
         let invalid = |setting, reason: &str| {
             Err(ShipError::InvalidConfig {
                 setting,

@@ -12,66 +12,9 @@ use std::path::Path;
 use super::ShipError;
 use crate::archive::error::{IoFailure, IoOp};
 use crate::archive::record::{parse_line, segment_name, sort_segments, ArchiveLine};
+use crate::archive::ship::Batch;
 use crate::archive::SpoolPosition;
-use crate::call::{AuditEventType, Timestamp};
-
-/// Events of a batch, one vector per column.
-#[derive(Debug, Default)]
-pub(super) struct EventColumns {
-    pub(super) call_id: Vec<String>,
-    pub(super) seq: Vec<i64>,
-    pub(super) at_ns: Vec<i64>,
-    pub(super) kind: Vec<String>,
-    pub(super) agent_id: Vec<Option<String>>,
-    pub(super) details: Vec<String>,
-    pub(super) reason: Vec<String>,
-    pub(super) offset: Vec<i64>,
-}
-
-/// Closed records of a batch, one vector per column.
-#[derive(Debug, Default)]
-pub(super) struct ClosedColumns {
-    pub(super) call_id: Vec<String>,
-    pub(super) issued: Vec<i64>,
-    pub(super) at_ns: Vec<i64>,
-    pub(super) offset: Vec<i64>,
-}
-
-/// Whole lines of one segment, `start..end.offset`.
-#[derive(Debug, Default)]
-pub(super) struct Batch {
-    pub(super) segment: u64,
-    /// Where the batch ends: the position after its last line.
-    pub(super) end: SpoolPosition,
-    pub(super) events: EventColumns,
-    pub(super) closed: ClosedColumns,
-    /// The `at` of the batch's first record: the oldest not yet shipped.
-    pub(super) oldest: Option<Timestamp>,
-    pub(super) bytes: u64,
-}
-
-impl Batch {
-    pub(super) fn records(&self) -> u64 {
-        (self.events.seq.len() + self.closed.issued.len()) as u64
-    }
-}
-
-/// The event type as stored: the plain name for named types
-/// (`consent_given`), the JSON for `Other` (`{"other":"..."}`), as in the
-/// SQLite table.
-fn type_column(kind: &AuditEventType) -> String {
-    match serde_json::to_value(kind) {
-        Ok(serde_json::Value::String(name)) => name,
-        Ok(value) => value.to_string(),
-        Err(_) => kind.to_string(),
-    }
-}
-
-/// Database integers are i64; seqs, counts and offsets stay far below 2^63
-/// (saturate rather than wrap if one ever did not).
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+use crate::call::AuditEvent;
 
 fn read_failure(path: &Path, op: IoOp, e: &io::Error) -> ShipError {
     ShipError::Spool(IoFailure::new(op, path, e))
@@ -206,26 +149,16 @@ fn parse(
         offset += line.len() as u64;
         match record {
             ArchiveLine::Event(r) => {
-                batch.oldest.get_or_insert(r.at);
-                let e = &mut batch.events;
-                e.seq.push(int(r.seq));
-                e.at_ns.push(r.at.unix_nanos());
-                e.kind.push(type_column(&r.kind));
-                e.agent_id.push(r.agent_id);
-                e.details
-                    .push(serde_json::to_string(&r.details).unwrap_or_else(|_| "{}".to_owned()));
-                e.reason.push(r.reason.to_string());
-                e.offset.push(int(start));
-                e.call_id.push(r.call_id);
+                let event = AuditEvent {
+                    seq: r.seq,
+                    at: r.at,
+                    kind: r.kind,
+                    agent_id: r.agent_id,
+                    details: r.details,
+                };
+                batch.push_event(r.call_id, r.reason, &event, start);
             }
-            ArchiveLine::Closed(c) => {
-                batch.oldest.get_or_insert(c.at);
-                let k = &mut batch.closed;
-                k.issued.push(int(c.issued));
-                k.at_ns.push(c.at.unix_nanos());
-                k.offset.push(int(start));
-                k.call_id.push(c.call_id);
-            }
+            ArchiveLine::Closed(c) => batch.push_closed(c.call_id, c.issued, c.at, start),
         }
         batch.bytes += line.len() as u64;
         batch.end = SpoolPosition::new(at.segment, offset);

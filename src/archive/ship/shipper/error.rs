@@ -22,10 +22,11 @@ pub enum ShipError {
         /// The parser's message.
         reason: String,
     },
-    /// PostgreSQL refused or failed: connecting, a statement, a commit.
+    /// The database refused or failed: connecting (opening), a statement, a
+    /// commit.
     Database {
-        /// The SQLSTATE, when the server sent one (`57P01`: the backend was
-        /// terminated).
+        /// PostgreSQL's SQLSTATE, when the server sent one (`57P01`: the
+        /// backend was terminated); SQLite's extended result code.
         code: Option<String>,
         /// The message.
         message: String,
@@ -79,8 +80,8 @@ impl fmt::Display for ShipError {
             }
             Self::Url { reason } => write!(f, "invalid PostgreSQL connection string: {reason}"),
             Self::Database { code, message } => match code {
-                Some(code) => write!(f, "PostgreSQL error {code}: {message}"),
-                None => write!(f, "PostgreSQL: {message}"),
+                Some(code) => write!(f, "database error {code}: {message}"),
+                None => write!(f, "database: {message}"),
             },
             Self::HostBusy { host_id } => write!(
                 f,
@@ -123,16 +124,5 @@ impl std::error::Error for ShipError {
             Self::Spool(e) => Some(e),
             _ => None,
         }
-    }
-}
-
-impl From<postgres::Error> for ShipError {
-    fn from(e: postgres::Error) -> Self {
-        let code = e.code().map(|c| c.code().to_owned());
-        let message = match e.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => e.to_string(),
-        };
-        Self::Database { code, message }
     }
 }

@@ -1,4 +1,4 @@
-//! What [`verify`](super::verify) found: per call, events, seq range, gaps
+//! What [`verify`](crate::archive::verify) found: per call, events, seq range, gaps
 //! and duplicates; the torn tail; files that are not segments.
 
 use std::collections::BTreeMap;
@@ -244,7 +244,7 @@ pub struct SegmentReport {
     pub bytes: u64,
 }
 
-/// What [`verify`](super::verify) found.
+/// What [`verify`](crate::archive::verify) found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct VerifyReport {

@@ -7,14 +7,14 @@
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use std::{fs, io, io::Write, path::Path};
 
 /// A byte position in an archive directory: segment `segment` (its index,
-/// as in [`segment_name`](super::segment_name)), byte `offset` of it.
+/// as in [`segment_name`](crate::archive::segment_name)), byte `offset` of it.
 ///
 /// Positions order by segment, then offset. As the end of the durable
-/// prefix ([`Archiver::durable_end`](super::Archiver::durable_end)) it means:
+/// prefix ([`Archiver::durable_end`](crate::archive::Archiver::durable_end)) it means:
 /// every segment below `segment` is durable whole, and segment `segment` is
 /// durable up to `offset` (which is always at the end of a line).
 ///
@@ -99,7 +99,7 @@ impl SpoolEnd {
 pub(crate) const SPOOL_ID_FILE: &str = "spool.id";
 
 /// The id of the spool in `dir`, created (and fsynced) on first use.
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn spool_id(dir: &Path) -> io::Result<String> {
     let path = dir.join(SPOOL_ID_FILE);
     match fs::read_to_string(&path) {

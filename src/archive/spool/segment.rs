@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::error::{IoFailure, IoOp};
-use super::feed::{add, Shared};
-use super::fs::{ArchiveFs, SegmentFile};
-use super::record::{encode_closed, encode_line, encode_logged, segment_name, Origin};
-use super::spool::SpoolPosition;
-use super::worker::{decode_logged, Backend, Entry};
+use crate::archive::error::{IoFailure, IoOp};
+use crate::archive::record::{encode_closed, encode_line, encode_logged, segment_name, Origin};
+use crate::archive::spool::fs::{ArchiveFs, SegmentFile};
+use crate::archive::spool::position::SpoolPosition;
+use crate::archive::stats::add;
+use crate::archive::writer::feed::Shared;
+use crate::archive::writer::worker::{decode_logged, Destination, Entry};
 use crate::call::EventParts;
 // Relaxed: reading a statistics counter on the thread that adds to it.
 use crate::sync::Ordering;
@@ -195,7 +196,7 @@ impl Segments {
     }
 }
 
-impl Backend for Segments {
+impl Destination for Segments {
     fn push(&mut self, entry: Entry) {
         self.line.clear();
         match entry {

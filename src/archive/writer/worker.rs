@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
-use super::config::ArchiveConfig;
-use super::error::{ArchiveError, IoFailure};
-use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Msg, Shared};
-use super::record::Origin;
+use crate::archive::config::ArchiveConfig;
+use crate::archive::error::ArchiveStatus;
+use crate::archive::error::{ArchiveError, IoFailure};
+use crate::archive::record::Origin;
+use crate::archive::stats::{add, ArchiveStats};
+use crate::archive::writer::feed::{ArchiveSink, Msg, Shared};
 use crate::call::{AuditEvent, Timestamp};
 
 /// One record for a backend.
@@ -42,7 +44,7 @@ pub(crate) enum Entry {
 /// must leave the backend able to redo the whole operation: nothing
 /// buffered may be dropped, and nothing written twice. A successful `sync`
 /// makes every record pushed before it durable.
-pub(crate) trait Backend: Send + 'static {
+pub(crate) trait Destination: Send + 'static {
     /// Buffers one record (no I/O).
     fn push(&mut self, entry: Entry);
     /// Hands buffered events to the operating system.
@@ -130,7 +132,7 @@ impl Drop for StopOnDrop {
     }
 }
 
-impl<B: Backend> Worker<B> {
+impl<B: Destination> Worker<B> {
     fn run(mut self) -> Result<(), ArchiveError> {
         let _stopped = StopOnDrop(Arc::clone(&self.shared));
         let outcome = self.serve();
@@ -367,7 +369,7 @@ pub(crate) struct Core {
 
 impl Core {
     /// Starts a worker thread named `name` over `backend`.
-    pub(crate) fn spawn<B: Backend>(
+    pub(crate) fn spawn<B: Destination>(
         name: &str,
         backend: B,
         config: &ArchiveConfig,
@@ -415,7 +417,7 @@ impl Core {
         &self.shared
     }
 
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn shared_arc(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
     }

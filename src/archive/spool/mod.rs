@@ -1,33 +1,42 @@
-//! `Archiver`: the JSON Lines archive's handle. Starts the worker thread over
-//! a directory (after repairing a previous crash's torn tail), hands out
-//! sinks, flushes, reports status, stops.
+//! The local spool: the JSON Lines archive in one directory. [`Archiver`]
+//! starts the worker thread over it (after repairing a previous crash's torn
+//! tail) and publishes where its durable prefix ends; the segments, the file
+//! layer and the durable end are submodules.
+
+pub(crate) mod fs;
+pub(crate) mod position;
+pub(crate) mod segment;
 
 use std::any::Any;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::config::{ArchiveConfig, FaultEvent};
-use super::error::{ArchiveError, IoFailure, IoOp};
-use super::feed::{add, ArchiveSink, ArchiveStats, ArchiveStatus, Durability, Shared};
-use super::fs::ArchiveFs;
-use super::record::{sort_segments, torn_tail_start};
-use super::segment::Segments;
-use super::spool::SpoolPosition;
-use super::worker::Core;
+use crate::archive::config::ArchiveConfig;
+use crate::archive::error::FaultEvent;
+use crate::archive::error::{ArchiveError, IoFailure, IoOp};
+use crate::archive::record::{sort_segments, torn_tail_start};
+use crate::archive::spool::fs::ArchiveFs;
+use crate::archive::spool::position::SpoolPosition;
+use crate::archive::spool::segment::Segments;
+use crate::archive::stats::add;
+use crate::archive::writer::feed::Shared;
+use crate::archive::writer::worker::Core;
+use crate::archive::writer::Archive;
 
 /// The durable audit archive: a background thread that appends every event
 /// handed to its sinks to JSON Lines segments in one directory.
 ///
 /// Ring writers hand events over through a bounded channel
-/// ([`sink`](Archiver::sink)); a full channel makes them wait, it never drops
+/// ([`sink`](Archive::sink)); a full channel makes them wait, it never drops
 /// an event. See the [module docs](super) for the format, the group-commit
 /// policy and exactly what a crash can lose.
 ///
-/// Stop it with [`stop`](Archiver::stop) to learn how it went; dropping it
-/// stops it too, discarding the outcome.
+/// Stop it with [`stop`](Archive::stop) to learn how it went; dropping it
+/// stops it too, discarding the outcome. Everything but starting it, its
+/// directory and its durable end is common to both archivers: see
+/// [`Archive`].
 ///
 /// # Examples
 ///
@@ -55,29 +64,30 @@ use super::worker::Core;
 /// assert_eq!(report.calls["call-7"].events, 5);
 /// # }
 /// ```
-pub struct Archiver {
+pub type Archiver = Archive<JsonLines>;
+
+/// Where an [`Archiver`] writes: the JSON Lines segments of one directory,
+/// which it holds locked until its thread has stopped.
+pub struct JsonLines {
     dir: PathBuf,
-    core: Core,
-    /// Held until the worker has stopped (dropped after `core`).
     _lock: Box<dyn Any + Send + Sync>,
 }
 
-impl fmt::Debug for Archiver {
+impl fmt::Debug for JsonLines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Archiver")
+        f.debug_struct("JsonLines")
             .field("dir", &self.dir)
-            .field("status", &self.core.status())
             .finish_non_exhaustive()
     }
 }
 
-impl Archiver {
+impl Archive<JsonLines> {
     /// Opens (creating if needed) the archive in `dir` and starts its thread.
     ///
     /// Locks the directory against a second archiver. If the previous run
     /// crashed and left a torn last line in its last segment, that line
     /// (never fsynced, so never reported durable) is cut off, counted in
-    /// [`ArchiveStats::repaired_torn_bytes`] and reported to the fault
+    /// [`ArchiveStats::repaired_torn_bytes`](crate::archive::ArchiveStats::repaired_torn_bytes) and reported to the fault
     /// callback (this reads the last segment once). New records go to a new
     /// segment after the existing ones.
     ///
@@ -130,58 +140,13 @@ impl Archiver {
             Arc::clone(&shared),
         );
         let core = Core::spawn("callring-archiver", backend, &config, shared)?;
-        Ok(Self {
-            dir,
-            core,
-            _lock: lock,
-        })
+        Ok(Archive::new(core, JsonLines { dir, _lock: lock }))
     }
 
     /// The archive directory.
     #[must_use]
     pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The archive's handle for call `call_id`: pass it to
-    /// [`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)
-    /// (write-through, with a closed record at end; the mode to use), or as
-    /// an eviction [`Sink`](crate::Sink) to
-    /// [`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink).
-    #[must_use]
-    pub fn sink(&self, call_id: &str) -> ArchiveSink {
-        self.core.sink(call_id)
-    }
-
-    /// Waits until every event handed over before this call is durable
-    /// (written and fsynced).
-    ///
-    /// While a fault persists this waits for it to clear; use
-    /// [`flush_timeout`](Archiver::flush_timeout) to bound the wait.
-    ///
-    /// # Errors
-    ///
-    /// [`ArchiveError::NotRunning`] if the archiver's thread is gone.
-    pub fn flush(&self) -> Result<(), ArchiveError> {
-        self.core.flush(None)
-    }
-
-    /// [`flush`](Archiver::flush), waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`ArchiveError::Timeout`] if the flush did not finish in time (the
-    /// events stay queued and are archived later);
-    /// [`ArchiveError::NotRunning`] if the archiver's thread is gone.
-    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ArchiveError> {
-        self.core.flush(Some(timeout))
-    }
-
-    /// How many records were handed over and how many of the first are
-    /// durable (the durable watermark). Takes one uncontended lock.
-    #[must_use]
-    pub fn durability(&self) -> Durability {
-        self.core.shared().durability()
+        &self.kind().dir
     }
 
     /// Where the durable prefix of the segments ends: every segment below
@@ -210,44 +175,13 @@ impl Archiver {
     /// ```
     #[must_use]
     pub fn durable_end(&self) -> SpoolPosition {
-        self.core.shared().spool_end.get().position
-    }
-
-    /// The counters so far.
-    #[must_use]
-    pub fn stats(&self) -> ArchiveStats {
-        self.core.shared().stats()
+        self.core().shared().spool_end.get().position
     }
 
     /// The state the archiver shares with its thread (for the shipper).
-    #[cfg(feature = "postgres")]
-    pub(crate) fn shared(&self) -> Arc<super::feed::Shared> {
-        self.core.shared_arc()
-    }
-
-    /// Running normally, retrying a fault (with the error), or stopped.
-    #[must_use]
-    pub fn status(&self) -> ArchiveStatus {
-        self.core.status()
-    }
-
-    /// The most recent failure, if any ever happened (kept after recovery).
-    #[must_use]
-    pub fn last_error(&self) -> Option<IoFailure> {
-        self.core.shared().last_error()
-    }
-
-    /// Stops the archiver: later hand-offs are refused (the rings keep those
-    /// events), every event already handed over is written and fsynced, and
-    /// the thread is joined.
-    ///
-    /// # Errors
-    ///
-    /// [`ArchiveError::GaveUp`] if a fault outlasted
-    /// [`ArchiveConfig::stop_timeout`] (with the count of events not known
-    /// to be durable), [`ArchiveError::Panicked`] if the thread panicked.
-    pub fn stop(mut self) -> Result<ArchiveStats, ArchiveError> {
-        self.core.stop()
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn shared(&self) -> Arc<crate::archive::writer::feed::Shared> {
+        self.core().shared_arc()
     }
 }
 

@@ -2,18 +2,24 @@
 //! record, and reports each call's trail (gaps, duplicates) and a crash's
 //! torn tail, which it can cut off on request.
 
+pub(crate) mod report;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod sql;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::error::{IoFailure, IoOp};
-use super::fs::lock_dir;
-use super::record::{
+use crate::archive::error::{IoFailure, IoOp};
+use crate::archive::record::{
     parse_line, sort_segments, torn_tail_start, ArchiveLine, ArchiveRecord, Origin,
 };
-use super::report::{CallReport, CallStatus, SegmentReport, TornTail, VerifyReport};
+use crate::archive::spool::fs::lock_dir;
+use crate::archive::verify::report::{
+    CallReport, CallStatus, SegmentReport, TornTail, VerifyReport,
+};
 
 /// How [`verify_with`] treats the archive.
 ///

@@ -1,6 +1,7 @@
-//! The fleet archive (feature `postgres`): a shipper thread that tails the
-//! local JSON Lines archive, the host's durable spool, into PostgreSQL,
-//! exactly once, and a verifier that checks the trails in SQL.
+//! The shipper (features `postgres`, `sqlite`): a thread that tails the
+//! local JSON Lines archive, the host's durable spool, into a [`Store`],
+//! exactly once: PostgreSQL for a fleet ([`Shipper::start`]), or an SQLite
+//! file ([`Shipper::start_sqlite`]).
 //!
 //! The design, the exactly-once argument and the tables are documented on
 //! [`Shipper`].
@@ -8,34 +9,35 @@
 mod batch;
 mod config;
 mod error;
-mod sql;
 mod status;
-mod verify;
 mod worker;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::error::{IoFailure, IoOp};
-use super::feed::Shared;
-use super::spool::spool_id;
-use super::{Archiver, SpoolPosition};
+use crate::archive::error::{IoFailure, IoOp};
+use crate::archive::ship::Store;
+use crate::archive::spool::position::{spool_id, SPOOL_ID_FILE};
+use crate::archive::writer::feed::Shared;
+use crate::archive::{Archiver, SpoolPosition};
 use status::{refresh_lag, Inner, Status};
 use worker::{Control, Worker};
 
+#[cfg(feature = "postgres")]
 pub(crate) use config::check_host_id;
 pub use config::{ShipperConfig, DEFAULT_BATCH_RECORDS};
 pub use error::ShipError;
 pub use status::{ShipState, ShipperStats, ShipperStatus};
-pub use verify::verify_postgres;
 
-/// Ships one host's JSON Lines archive into PostgreSQL, exactly once.
+/// Ships one host's JSON Lines archive into PostgreSQL (`Shipper::start`,
+/// feature `postgres`), exactly once; or into an SQLite file
+/// (`Shipper::start_sqlite`, feature `sqlite`), by the same steps, minus
+/// what is said below about hosts, locks and duplicates.
 ///
 /// Start it on a running [`Archiver`]; it reads that archive's directory up
 /// to its durable end. Stop the archiver first and the shipper after, and
@@ -63,7 +65,7 @@ pub use verify::verify_postgres;
 /// A row that conflicts with one shipped from a *different* spool position
 /// is a real duplicate (the same seq twice in the spool, or two hosts
 /// configured with one `host_id`): it is recorded in
-/// `callring_audit_duplicates`, and [`verify_postgres`] reports its call as
+/// `callring_audit_duplicates`, and `verify_postgres` reports its call as
 /// duplicated. The check runs only for batches that inserted fewer rows than
 /// they carry, so it costs nothing while shipping normally.
 ///
@@ -145,42 +147,22 @@ impl fmt::Debug for Shipper {
 }
 
 impl Shipper {
-    /// Starts shipping `archiver`'s directory to the PostgreSQL database at
-    /// `url` (a libpq-style connection string:
-    /// `postgres://user@host:port/db` or `host=... user=...`).
-    ///
-    /// Returns at once: connecting happens on the shipper's thread, and a
-    /// server that is down is retried with backoff (see
-    /// [`status`](Shipper::status)).
-    ///
-    /// # Errors
-    ///
-    /// [`ShipError::InvalidConfig`], [`ShipError::Url`] for a connection
-    /// string that does not parse, [`ShipError::Spawn`].
-    pub fn start(archiver: &Archiver, url: &str, config: ShipperConfig) -> Result<Self, ShipError> {
+    /// Starts the shipper's thread over `archiver`'s spool, writing to the
+    /// store `open` opens (on the thread, again after every failure).
+    pub(crate) fn spawn<S>(
+        archiver: &Archiver,
+        config: ShipperConfig,
+        open: impl FnMut() -> Result<S, ShipError> + Send + 'static,
+    ) -> Result<Self, ShipError>
+    where
+        S: Store + Send + 'static,
+        ShipError: From<S::Error>,
+    {
         config.validate()?;
-        let mut pg = postgres::Config::from_str(url).map_err(|e| ShipError::Url {
-            reason: e.to_string(),
-        })?;
-        pg.connect_timeout(config.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            // Names the connection after the host (at most 63 bytes), so an
-            // operator can find it in `pg_stat_activity`.
-            .application_name(
-                &format!("callring-shipper {}", config.host_id)
-                    .chars()
-                    .take(63)
-                    .collect::<String>(),
-            );
         let shared = archiver.shared();
         let dir = archiver.dir().to_path_buf();
         let spool_id = spool_id(&dir).map_err(|e| {
-            ShipError::Spool(IoFailure::new(
-                IoOp::Write,
-                dir.join(super::spool::SPOOL_ID_FILE),
-                &e,
-            ))
+            ShipError::Spool(IoFailure::new(IoOp::Write, dir.join(SPOOL_ID_FILE), &e))
         })?;
         let end = shared.spool_end.get().position;
         let status = Arc::new(Status {
@@ -207,7 +189,7 @@ impl Shipper {
         let (control, rx) = crossbeam_channel::bounded(4);
         let stop_timeout = config.stop_timeout;
         let worker = Worker {
-            pg,
+            open: Box::new(open),
             config,
             dir: dir.clone(),
             spool_id,

@@ -1,0 +1,94 @@
+//! What an archiver counts: the counters its thread and sinks bump, and the
+//! snapshot its handle returns. Depends on nothing else in the archive.
+
+use crate::sync::{Counter, Ordering};
+
+/// Counters of an archiver, read with `stats()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ArchiveStats {
+    /// Events the archiver took from the channel.
+    pub received: u64,
+    /// Records made durable (fsynced, or committed to SQLite): events and
+    /// end-of-call records.
+    pub synced: u64,
+    /// Records handed to the archiver so far (accepted by its sinks); the
+    /// durable watermark trails this (see [`Durability`](crate::archive::Durability)).
+    pub handed_over: u64,
+    /// Events written through as they were logged (reason `logged`).
+    pub logged: u64,
+    /// End-of-call records taken.
+    pub closed_records: u64,
+    /// Bytes made durable (JSON Lines only).
+    pub bytes: u64,
+    /// Successful fsyncs (or SQLite commits).
+    pub fsyncs: u64,
+    /// Segments created.
+    pub segments: u64,
+    /// Hand-offs that found the channel full and waited (back-pressure; the
+    /// rings count these too, as `sink_waits`).
+    pub sink_waits: u64,
+    /// Hand-offs refused because the archiver was stopping or stopped; the
+    /// call keeps those events
+    /// ([`CallState::take_refused_audit`](crate::call::CallState::take_refused_audit)).
+    pub refused: u64,
+    /// Failed file operations.
+    pub errors: u64,
+    /// Retries after failures.
+    pub retries: u64,
+    /// Events given up on at stop (0 unless stop returned `GaveUp`).
+    pub lost: u64,
+    /// Events whose (call, seq) was already archived (SQLite only; the
+    /// JSON Lines verifier finds them on disk).
+    pub duplicates: u64,
+    /// Bytes of a torn tail cut from the previous run's last segment at
+    /// start.
+    pub repaired_torn_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) received: Counter,
+    pub(crate) synced: Counter,
+    pub(crate) logged: Counter,
+    pub(crate) closed_records: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) fsyncs: Counter,
+    pub(crate) segments: Counter,
+    pub(crate) sink_waits: Counter,
+    pub(crate) refused: Counter,
+    pub(crate) errors: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) lost: Counter,
+    pub(crate) duplicates: Counter,
+    pub(crate) repaired_torn_bytes: Counter,
+}
+
+/// Adds to a statistics counter. Relaxed: counters publish nothing.
+pub(crate) fn add(counter: &Counter, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> ArchiveStats {
+        // Relaxed: statistics.
+        let get = |c: &Counter| c.load(Ordering::Relaxed);
+        ArchiveStats {
+            received: get(&self.received),
+            synced: get(&self.synced),
+            handed_over: 0, // filled in by `Shared::stats` from the tickets
+            logged: get(&self.logged),
+            closed_records: get(&self.closed_records),
+            bytes: get(&self.bytes),
+            fsyncs: get(&self.fsyncs),
+            segments: get(&self.segments),
+            sink_waits: get(&self.sink_waits),
+            refused: get(&self.refused),
+            errors: get(&self.errors),
+            retries: get(&self.retries),
+            lost: get(&self.lost),
+            duplicates: get(&self.duplicates),
+            repaired_torn_bytes: get(&self.repaired_torn_bytes),
+        }
+    }
+}
