@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{ArchiveError, FaultCallback, FaultEvent};
+use super::writer::feed::FullQueue;
 use crate::archive::spool::fs::{ArchiveFs, StdFs};
 
 /// Settings of an [`Archiver`](super::Archiver) (and of the SQLite archiver,
@@ -42,6 +43,7 @@ pub struct ArchiveConfig {
     pub(crate) fsync_every: u64,
     pub(crate) fsync_interval: Duration,
     pub(crate) channel_capacity: usize,
+    pub(crate) full_queue: FullQueue,
     pub(crate) retry_initial: Duration,
     pub(crate) retry_max: Duration,
     pub(crate) stop_timeout: Duration,
@@ -56,6 +58,7 @@ impl fmt::Debug for ArchiveConfig {
             .field("fsync_every", &self.fsync_every)
             .field("fsync_interval", &self.fsync_interval)
             .field("channel_capacity", &self.channel_capacity)
+            .field("full_queue", &self.full_queue)
             .field("retry_initial", &self.retry_initial)
             .field("retry_max", &self.retry_max)
             .field("stop_timeout", &self.stop_timeout)
@@ -81,6 +84,7 @@ impl Default for ArchiveConfig {
             fsync_every: DEFAULT_FSYNC_EVERY,
             fsync_interval: DEFAULT_FSYNC_INTERVAL,
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            full_queue: FullQueue::Block,
             retry_initial: Duration::from_millis(10),
             retry_max: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(30),
@@ -113,10 +117,17 @@ impl ArchiveConfig {
         self
     }
 
-    /// Events the channel between ring writers and the archiver holds before
+    /// Records the queue between ring writers and the archiver holds before
     /// writers wait (default [`DEFAULT_CHANNEL_CAPACITY`]; at least 1).
     pub fn channel_capacity(mut self, events: usize) -> Self {
         self.channel_capacity = events;
+        self
+    }
+
+    /// What `log_event` does when the queue is full (default
+    /// [`FullQueue::Block`]: wait for room).
+    pub fn full_queue(mut self, policy: FullQueue) -> Self {
+        self.full_queue = policy;
         self
     }
 

@@ -197,5 +197,6 @@ pub use verify::report::{CallReport, CallStatus, SegmentReport, SeqRange, TornTa
 pub use verify::{
     read_archive, read_archive_lines, verify, verify_with, VerifyError, VerifyOptions,
 };
-pub use writer::feed::{ArchiveSink, Durability, Receipt};
+pub use writer::feed::{ArchiveSink, Durability, FullQueue, Receipt};
+pub(crate) use writer::feed::{NoRoom, Permit, Wait};
 pub use writer::Archive;

@@ -15,7 +15,7 @@ use super::limits::Limits;
 use super::note::{EncodedNote, Note, NoteRecord, NOTE_HEADER};
 use super::summary::{CallMetrics, CallSummary, Counts, RingStats};
 use super::time::{Clock, PrefixCache, SystemClock, TimeZoneChoice, Timestamp, PREFIX_LEN};
-use crate::archive::{ArchiveError, ArchiveSink, Receipt};
+use crate::archive::{ArchiveError, ArchiveSink, NoRoom, Permit, Receipt, Wait};
 use crate::record::EncodeError;
 use crate::ring::Ring;
 use crate::sink::Sink;
@@ -85,6 +85,13 @@ pub enum CallError {
         /// The call.
         call_id: String,
     },
+    /// The archive's queue was full, and the caller would not wait (or not
+    /// that long: see [`FullQueue`](crate::archive::FullQueue)). Nothing was
+    /// logged and no seq was used: retry, or log later.
+    Busy {
+        /// The call.
+        call_id: String,
+    },
 }
 
 impl fmt::Display for CallError {
@@ -109,6 +116,10 @@ impl fmt::Display for CallError {
             Self::NoArchive { call_id } => write!(
                 f,
                 "call {call_id} has no audit archive to wait on (see audit_archive)"
+            ),
+            Self::Busy { call_id } => write!(
+                f,
+                "the audit archive of call {call_id} is full; nothing was logged"
             ),
         }
     }
@@ -615,7 +626,11 @@ impl CallState {
     /// archive's group-commit window (by default 20 ms or 1024 records); to
     /// wait for that, use [`log_event_receipt`](CallState::log_event_receipt)
     /// or [`log_event_durable`](CallState::log_event_durable). A full archive
-    /// channel makes this wait (back-pressure), never drops the event.
+    /// queue makes this wait (back-pressure), never drops the event; with the
+    /// archive's [`FullQueue`](crate::archive::FullQueue) set to `Wait(d)` or
+    /// `Refuse` it gives up instead, with [`CallError::Busy`], before the
+    /// event takes a seq. [`try_log_event`](CallState::try_log_event) never
+    /// waits; `log_event_async` (feature `async`) awaits room.
     ///
     /// # Errors
     ///
@@ -624,7 +639,9 @@ impl CallState {
     /// [`CallError::Encode`] if `details` cannot be encoded;
     /// [`CallError::NotArchived`] if the archive refused the event (it is
     /// stopping or stopped): the event has its seq and is kept for
-    /// [`take_refused_audit`](CallState::take_refused_audit).
+    /// [`take_refused_audit`](CallState::take_refused_audit);
+    /// [`CallError::Busy`] if the archive's queue stayed full longer than its
+    /// [`FullQueue`](crate::archive::FullQueue) policy allows (nothing logged).
     ///
     /// # Panics
     ///
@@ -754,9 +771,37 @@ impl CallState {
         agent_id: Option<&str>,
         details: &Details,
     ) -> Result<(u64, Option<Receipt>), CallError> {
+        let wait = self.archive.as_ref().map(ArchiveSink::log_wait);
+        self.log_waiting(kind, agent_id, details, wait)
+    }
+
+    /// `log` with the archive's room awaited as `wait` says (`None`: the
+    /// call has no archive).
+    fn log_waiting(
+        &self,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+        wait: Option<Wait>,
+    ) -> Result<(u64, Option<Receipt>), CallError> {
+        let (at, encoded) = self.encode_event(kind, agent_id, details)?;
+        let permit = match (&self.archive, wait) {
+            (Some(archive), Some(wait)) => self.reserved(archive.reserve(wait))?,
+            _ => None,
+        };
+        self.log_encoded(at, encoded, permit, kind, agent_id, details)
+    }
+
+    /// Stamps and encodes an event, checking everything that can fail
+    /// before a seq is taken.
+    fn encode_event(
+        &self,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+    ) -> Result<(Timestamp, EncodedEvent), CallError> {
         let at = self.clock.now();
-        let mut encoded =
-            EncodedEvent::new(at, kind, agent_id, details).map_err(CallError::Encode)?;
+        let encoded = EncodedEvent::new(at, kind, agent_id, details).map_err(CallError::Encode)?;
         let max = self.audit.max_entry_bytes();
         if encoded.len() > max {
             return Err(CallError::TooLarge {
@@ -764,6 +809,36 @@ impl CallState {
                 max,
             });
         }
+        Ok((at, encoded))
+    }
+
+    /// A place in the archive's queue, `Busy` if it stayed full, or `None`
+    /// if the archive is stopping (the event is then logged and refused,
+    /// as before: see [`CallError::NotArchived`]).
+    fn reserved<'a>(
+        &self,
+        reserved: Result<Permit<'a>, NoRoom>,
+    ) -> Result<Option<Permit<'a>>, CallError> {
+        match reserved {
+            Ok(permit) => Ok(Some(permit)),
+            Err(NoRoom::Closed) => Ok(None),
+            Err(NoRoom::Full) => Err(CallError::Busy {
+                call_id: self.call_id.clone(),
+            }),
+        }
+    }
+
+    /// Takes the seq, stores the event and hands it to the archive (into
+    /// the place `permit` reserved; none means the archive is stopping).
+    fn log_encoded(
+        &self,
+        at: Timestamp,
+        mut encoded: EncodedEvent,
+        permit: Option<Permit<'_>>,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+    ) -> Result<(u64, Option<Receipt>), CallError> {
         // Everything that can fail has been checked: take the seq. The pass
         // is held until the event is in the ring and handed to the archive,
         // so `end` (which waits for every pass) writes the closed record
@@ -779,13 +854,19 @@ impl CallState {
         let Some(archive) = &self.archive else {
             return Ok((seq, None));
         };
-        match archive.submit_logged(encoded.into_bytes()) {
+        let submitted = match permit {
+            Some(permit) => archive
+                .submit_logged(permit, encoded.into_bytes())
+                .map_err(drop),
+            None => Err(()),
+        };
+        match submitted {
             Ok(receipt) => {
                 // Relaxed: a statistic.
                 self.audit_written.fetch_add(1, Ordering::Relaxed);
                 Ok((seq, Some(receipt)))
             }
-            Err(_) => {
+            Err(()) => {
                 self.refused_audit.push(AuditEvent {
                     seq,
                     at,
@@ -801,6 +882,97 @@ impl CallState {
                 })
             }
         }
+    }
+
+    /// [`log_event`](CallState::log_event) that never waits for the
+    /// archive: if its queue is full, returns [`CallError::Busy`] before the
+    /// event takes a seq, so nothing is logged and the caller may retry.
+    /// Without an archive it is `log_event`.
+    ///
+    /// # Errors
+    ///
+    /// As [`log_event`](CallState::log_event), and [`CallError::Busy`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{AuditEventType, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+    /// match call.try_log_event(&AuditEventType::ToolInvoked, Some("tools"), &Details::new()) {
+    ///     Ok(seq) => assert_eq!(seq, 0),
+    ///     Err(e) => println!("archive busy, retry later: {e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn try_log_event(
+        &self,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+    ) -> Result<u64, CallError> {
+        let wait = self.archive.as_ref().map(|_| Wait::No);
+        self.log_waiting(kind, agent_id, details, wait)
+            .map(|(seq, _)| seq)
+    }
+
+    /// [`log_event`](CallState::log_event) for async code: awaits room in
+    /// the archive's queue instead of blocking the thread, so a full archive
+    /// parks the task, not a runtime worker. Any runtime will do (the future
+    /// is woken by the archiver's thread). With
+    /// [`FullQueue::Refuse`](crate::archive::FullQueue::Refuse) it returns
+    /// [`CallError::Busy`] at once instead; a deadline is the caller's
+    /// (wrap it in your runtime's timeout: dropping the future before it
+    /// completes logs nothing).
+    ///
+    /// # Errors
+    ///
+    /// As [`log_event`](CallState::log_event), and [`CallError::Busy`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{AuditEventType, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+    /// let logged = call.log_event_async(&AuditEventType::CallStarted, None, &Details::new());
+    /// // Any executor drives it; a tokio task would `.await` it.
+    /// assert_eq!(futures_lite_block_on(logged), Ok(0));
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    /// # }
+    /// ```
+    #[cfg(feature = "async")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+    pub async fn log_event_async(
+        &self,
+        kind: &AuditEventType,
+        agent_id: Option<&str>,
+        details: &Details,
+    ) -> Result<u64, CallError> {
+        let (at, encoded) = self.encode_event(kind, agent_id, details)?;
+        let permit = match &self.archive {
+            Some(archive) if archive.may_wait() => self.reserved(archive.reserve_async().await)?,
+            Some(archive) => self.reserved(archive.reserve(Wait::No))?,
+            None => None,
+        };
+        self.log_encoded(at, encoded, permit, kind, agent_id, details)
+            .map(|(seq, _)| seq)
     }
 
     /// Takes the audit events the archive (or the eviction sink) refused,

@@ -111,7 +111,11 @@ impl Archive<JsonLines> {
             .list_dir(&dir)
             .map_err(|e| IoFailure::new(IoOp::ListDir, &dir, &e))?;
         let (segments, _others) = sort_segments(&dir, names);
-        let shared = Arc::new(Shared::new(config.on_fault.clone()));
+        let shared = Arc::new(Shared::new(
+            config.on_fault.clone(),
+            config.channel_capacity,
+            config.full_queue,
+        ));
         let next = match segments.last() {
             None => 1,
             Some((index, path)) => {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
+use event_listener::{Event, IntoNotification, Listener};
 
 use crate::archive::error::ArchiveStatus;
 use crate::archive::error::{ArchiveError, FaultCallback, FaultEvent, IoFailure};
@@ -175,6 +176,228 @@ impl Durable {
     }
 }
 
+/// What [`CallState::log_event`](crate::call::CallState::log_event) does
+/// when the archiver's queue
+/// ([`channel_capacity`](crate::archive::ArchiveConfig::channel_capacity)
+/// records) is full. Whatever the choice, a refusal happens before the
+/// event takes a seq: nothing is logged, nothing is lost, the caller still
+/// has the event and gets [`CallError::Busy`](crate::call::CallError::Busy).
+///
+/// [`try_log_event`](crate::call::CallState::try_log_event) never waits and
+/// `log_event_async` (feature `async`) awaits room
+/// whatever this says (except `Refuse`, which it honours). End-of-call
+/// records and eviction-mode hand-offs always wait: the ring has already
+/// given up their entries.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use std::time::Duration;
+/// use callring::archive::{ArchiveConfig, FullQueue};
+///
+/// let config = ArchiveConfig::default().full_queue(FullQueue::Wait(Duration::from_millis(50)));
+/// # let _ = config;
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FullQueue {
+    /// Wait for room as long as it takes (back-pressure; the default).
+    #[default]
+    Block,
+    /// Wait at most this long, then refuse.
+    Wait(Duration),
+    /// Refuse at once.
+    Refuse,
+}
+
+/// How long a sender may wait for room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    Forever,
+    Until(Instant),
+    No,
+}
+
+/// Why no place was reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoRoom {
+    /// The queue stayed full for as long as the caller would wait.
+    Full,
+    /// The archiver is stopping or stopped.
+    Closed,
+}
+
+/// Places in the archiver's queue, so that a record's place is reserved
+/// before anything that cannot be undone (an audit seq) happens, and waits
+/// for room can block, time out, or be awaited. The channel itself is
+/// unbounded; every record goes in only with a place, so it never holds
+/// more than `capacity` records (plus a flush or stop message).
+///
+/// Waiting uses `event_listener`: a sender that finds no place registers a
+/// listener, checks again, and only then sleeps (or awaits), so a place
+/// given back between its check and its registration is not missed.
+struct Room {
+    free: Counter,
+    freed: Event,
+}
+
+impl fmt::Debug for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Room")
+            .field("free", &self.free.load(Ordering::Relaxed)) // a status read
+            .finish_non_exhaustive()
+    }
+}
+
+impl Room {
+    fn new(capacity: usize) -> Self {
+        Self {
+            free: Counter::new(capacity.max(1) as u64),
+            freed: Event::new(),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        // Relaxed: a count of places, only the RMW's atomicity matters; the
+        // record itself is published by the channel.
+        self.free
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        // Relaxed: as in `try_take`. The notification below has its own
+        // fence, which pairs with the waiter's re-check after `listen`.
+        self.free.fetch_add(1, Ordering::Relaxed);
+        self.freed.notify(1.additional());
+    }
+
+    fn wake_all(&self) {
+        self.freed.notify(usize::MAX);
+    }
+}
+
+/// A reserved place in the archiver's queue: given back on drop unless a
+/// record went into the queue with it (the archiver's thread gives it back
+/// when it takes the record out).
+#[derive(Debug)]
+pub(crate) struct Permit<'a> {
+    shared: &'a Shared,
+    /// Whether the reservation had to wait.
+    pub(crate) waited: bool,
+}
+
+impl Permit<'_> {
+    /// The record went into the queue: its place is the archiver's now.
+    fn spend(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.shared.room.give_back();
+    }
+}
+
+impl Shared {
+    /// Reserves a place in the queue, waiting as `wait` says.
+    pub(crate) fn reserve(&self, wait: Wait) -> Result<Permit<'_>, NoRoom> {
+        let mut waited = false;
+        loop {
+            if self.is_closed() {
+                return Err(NoRoom::Closed);
+            }
+            if self.room.try_take() {
+                return Ok(Permit {
+                    shared: self,
+                    waited,
+                });
+            }
+            if let Wait::No = wait {
+                return Err(NoRoom::Full);
+            }
+            let listener = self.room.freed.listen();
+            // Checked again with the listener registered: a place given
+            // back before `listen` is seen here, one after it wakes us.
+            if self.is_closed() {
+                return Err(NoRoom::Closed);
+            }
+            if self.room.try_take() {
+                return Ok(Permit {
+                    shared: self,
+                    waited,
+                });
+            }
+            if !waited {
+                // Counted as the wait begins, so a stall shows while it lasts.
+                add(&self.counters.sink_waits, 1);
+                waited = true;
+            }
+            match wait {
+                Wait::Forever => listener.wait(),
+                Wait::Until(at) => {
+                    if listener.wait_deadline(at).is_none() {
+                        return self.reserve(Wait::No);
+                    }
+                }
+                Wait::No => unreachable!("returned above"),
+            }
+        }
+    }
+
+    /// [`reserve`](Shared::reserve), awaiting room instead of blocking.
+    #[cfg(feature = "async")]
+    pub(crate) async fn reserve_async(&self) -> Result<Permit<'_>, NoRoom> {
+        let mut waited = false;
+        loop {
+            if self.is_closed() {
+                return Err(NoRoom::Closed);
+            }
+            if self.room.try_take() {
+                return Ok(Permit {
+                    shared: self,
+                    waited,
+                });
+            }
+            let listener = self.room.freed.listen();
+            if self.is_closed() {
+                return Err(NoRoom::Closed);
+            }
+            if self.room.try_take() {
+                return Ok(Permit {
+                    shared: self,
+                    waited,
+                });
+            }
+            if !waited {
+                add(&self.counters.sink_waits, 1);
+                waited = true;
+            }
+            listener.await;
+        }
+    }
+
+    /// How `log_event` waits, by the configured policy.
+    pub(crate) fn log_wait(&self) -> Wait {
+        match self.full {
+            FullQueue::Block => Wait::Forever,
+            FullQueue::Wait(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Wait::Forever, Wait::Until),
+            FullQueue::Refuse => Wait::No,
+        }
+    }
+
+    /// Whether `log_event_async` may wait at all.
+    #[cfg(feature = "async")]
+    pub(crate) fn may_wait(&self) -> bool {
+        self.full != FullQueue::Refuse
+    }
+}
+
 /// Shared by the handle, the sinks and the archiver's thread.
 pub(crate) struct Shared {
     /// Sinks enter it for each hand-off; `close` shuts it, and `stop` waits
@@ -183,6 +406,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// The next hand-off ticket.
     tickets: Counter,
+    /// Places left in the archiver's queue.
+    room: Room,
+    /// What `log_event` does when the queue is full.
+    full: FullQueue,
     pub(crate) durable: Durable,
     /// Where the durable prefix of the segments ends (JSON Lines only).
     pub(crate) spool_end: SpoolEnd,
@@ -200,11 +427,17 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(on_fault: Option<Arc<FaultCallback>>) -> Self {
+    pub(crate) fn new(
+        on_fault: Option<Arc<FaultCallback>>,
+        capacity: usize,
+        full: FullQueue,
+    ) -> Self {
         Self {
             door: Door::new(),
             counters: Counters::default(),
             tickets: Counter::new(0),
+            room: Room::new(capacity),
+            full,
             durable: Durable::default(),
             spool_end: SpoolEnd::default(),
             state: Mutex::default(),
@@ -216,9 +449,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Refuse new hand-offs from now on.
+    /// Refuse new hand-offs from now on, and wake every sink waiting for
+    /// room (it will be refused).
     pub(crate) fn close(&self) {
         let _ = self.door.shut();
+        self.room.wake_all();
+    }
+
+    /// The archiver's thread took a record out of the queue: its place is
+    /// free again.
+    pub(crate) fn taken_out(&self) {
+        self.room.give_back();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -308,6 +549,9 @@ impl Shared {
     pub(crate) fn set_stopped(&self) {
         self.state().stopped = true;
         self.durable.stop();
+        // Nothing will take records out any more: refuse new ones rather
+        // than let their senders wait for room forever.
+        self.close();
     }
 }
 
@@ -320,8 +564,10 @@ impl Shared {
 /// at the end of the call. It is also a [`Sink`] for the ring's eviction mode
 /// ([`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink)),
 /// which hands events over only as they leave the ring. Either way a full
-/// channel makes the caller wait (counted in
-/// [`ArchiveStats::sink_waits`]); nothing is dropped. Once the archiver is
+/// queue ([`channel_capacity`](crate::archive::ArchiveConfig::channel_capacity)
+/// records) makes the caller wait (counted in [`ArchiveStats::sink_waits`]),
+/// or for `log_event` refuse before the seq as the archive's [`FullQueue`]
+/// says; nothing is dropped. Once the archiver is
 /// stopping, records are refused back: `log_event` reports
 /// [`CallError::NotArchived`](crate::call::CallError::NotArchived) and the
 /// call keeps the event.
@@ -419,6 +665,22 @@ impl ArchiveSink {
     // would allocate on every hand-off to save a move on a rare path.
     #[allow(clippy::result_large_err)]
     fn send(&self, build: impl FnOnce(u64) -> Msg) -> Result<(u64, Delivery), NotTaken<Msg>> {
+        match self.shared.reserve(Wait::Forever) {
+            Ok(permit) => self.send_with(permit, build),
+            Err(_) => {
+                add(&self.shared.counters.refused, 1);
+                Err(NotTaken(build(u64::MAX)))
+            }
+        }
+    }
+
+    /// [`send`](ArchiveSink::send) into a place already reserved.
+    #[allow(clippy::result_large_err)] // as for `send`
+    fn send_with(
+        &self,
+        permit: Permit<'_>,
+        build: impl FnOnce(u64) -> Msg,
+    ) -> Result<(u64, Delivery), NotTaken<Msg>> {
         // Inside the door until the record is in the channel (or refused).
         let Some(_inside) = self.shared.door.enter() else {
             add(&self.shared.counters.refused, 1);
@@ -426,29 +688,65 @@ impl ArchiveSink {
         };
         let ticket = self.shared.ticket();
         let msg = build(ticket);
-        #[allow(clippy::result_large_err)] // as for `send`
-        let refused = |msg| {
-            add(&self.shared.counters.refused, 1);
-            Err(NotTaken(msg))
-        };
+        // The channel is unbounded (the permit is the bound): this never
+        // waits, and fails only if the archiver's thread is gone.
         match self.tx.try_send(msg) {
-            Ok(()) => Ok((ticket, Delivery::Immediate)),
-            Err(TrySendError::Full(msg)) => {
-                add(&self.shared.counters.sink_waits, 1);
-                match self.tx.send(msg) {
-                    Ok(()) => Ok((ticket, Delivery::AfterWaiting)),
-                    Err(crossbeam_channel::SendError(msg)) => refused(msg),
-                }
+            Ok(()) => {
+                let delivery = if permit.waited {
+                    Delivery::AfterWaiting
+                } else {
+                    Delivery::Immediate
+                };
+                permit.spend();
+                Ok((ticket, delivery))
             }
-            Err(TrySendError::Disconnected(msg)) => refused(msg),
+            Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => {
+                add(&self.shared.counters.refused, 1);
+                Err(NotTaken(msg))
+            }
         }
     }
 
-    /// Writes through one logged event, given in the ring's encoding.
-    /// Returns its ticket; `Err` gives the bytes back.
-    pub(crate) fn submit_logged(&self, bytes: Vec<u8>) -> Result<Receipt, NotTaken<Vec<u8>>> {
+    /// Reserves a place for a logged event, before its seq is taken.
+    pub(crate) fn reserve(&self, wait: Wait) -> Result<Permit<'_>, NoRoom> {
+        let reserved = self.shared.reserve(wait);
+        if let Err(NoRoom::Closed) = reserved {
+            add(&self.shared.counters.refused, 1);
+        }
+        reserved
+    }
+
+    /// [`reserve`](ArchiveSink::reserve), awaiting room.
+    #[cfg(feature = "async")]
+    pub(crate) async fn reserve_async(&self) -> Result<Permit<'_>, NoRoom> {
+        let reserved = self.shared.reserve_async().await;
+        if let Err(NoRoom::Closed) = reserved {
+            add(&self.shared.counters.refused, 1);
+        }
+        reserved
+    }
+
+    /// How `log_event` waits for room, by the archive's [`FullQueue`].
+    pub(crate) fn log_wait(&self) -> Wait {
+        self.shared.log_wait()
+    }
+
+    /// Whether `log_event_async` may wait for room.
+    #[cfg(feature = "async")]
+    pub(crate) fn may_wait(&self) -> bool {
+        self.shared.may_wait()
+    }
+
+    /// Writes through one logged event, given in the ring's encoding, into
+    /// the place `permit` reserved. Returns its receipt; `Err` gives the
+    /// bytes back.
+    pub(crate) fn submit_logged(
+        &self,
+        permit: Permit<'_>,
+        bytes: Vec<u8>,
+    ) -> Result<Receipt, NotTaken<Vec<u8>>> {
         let call_id = Arc::clone(&self.call_id);
-        match self.send(|ticket| Msg::Logged {
+        match self.send_with(permit, |ticket| Msg::Logged {
             call_id,
             bytes,
             ticket,

@@ -232,9 +232,10 @@ impl<B: Destination> Worker<B> {
     /// After giving up: count what is not durable, answer pending flushes.
     fn abandon(&mut self) -> u64 {
         let mut lost = self.backend.unsynced();
-        let _ = self.drain(|_, msg| {
+        let _ = self.drain(|worker, msg| {
             if let Msg::Event { .. } | Msg::Logged { .. } | Msg::Closed { .. } = msg {
                 lost += 1;
+                worker.shared.taken_out();
             }
             // A `Flush`'s answer channel is dropped: the caller sees
             // `NotRunning`.
@@ -245,6 +246,9 @@ impl<B: Destination> Worker<B> {
 
     /// Handles one message; `true` for `Stop`.
     fn handle(&mut self, msg: Msg) -> Result<bool, GiveUp> {
+        if let Msg::Event { .. } | Msg::Logged { .. } | Msg::Closed { .. } = msg {
+            self.shared.taken_out();
+        }
         match msg {
             Msg::Event {
                 call_id,
@@ -375,7 +379,9 @@ impl Core {
         config: &ArchiveConfig,
         shared: Arc<Shared>,
     ) -> Result<Self, ArchiveError> {
-        let (tx, rx) = crossbeam_channel::bounded(config.channel_capacity);
+        // Unbounded: the queue's bound is the places sinks reserve before
+        // sending (see `Room` in feed.rs), so a send never waits here.
+        let (tx, rx) = crossbeam_channel::unbounded();
         let worker = Worker {
             backend,
             rx,

@@ -92,7 +92,11 @@ impl Archive<Sqlite> {
         config.validate()?;
         let path = path.into();
         let store = SqliteStore::open(&path).map_err(|e| sqlite_failure(&path, &e))?;
-        let shared = Arc::new(Shared::new(config.on_fault.clone()));
+        let shared = Arc::new(Shared::new(
+            config.on_fault.clone(),
+            config.channel_capacity,
+            config.full_queue,
+        ));
         let table = Table {
             store,
             path: path.clone(),
