@@ -498,6 +498,8 @@ impl CallRegistry {
         });
         if inserted {
             admitted.keep();
+            // Relaxed: a status read for a gauge.
+            crate::obs::live_calls(self.admitted.load(Ordering::Relaxed));
             // Relaxed: a statistic.
             self.ended.started.fetch_add(1, Ordering::Relaxed);
             Ok(call)
@@ -581,7 +583,8 @@ impl CallRegistry {
             return Err(not_live());
         }
         // Relaxed: an admission count; it guards no data (see `Admission`).
-        self.admitted.fetch_sub(1, Ordering::Relaxed);
+        let live = self.admitted.fetch_sub(1, Ordering::Relaxed) - 1;
+        crate::obs::live_calls(live);
         self.ended.add(&call.metrics());
         Ok(EndedCall {
             summary: call.summarize(),

@@ -26,6 +26,8 @@ mod error;
 #[cfg(feature = "host")]
 #[cfg_attr(docsrs, doc(cfg(feature = "host")))]
 pub mod host;
+#[cfg(feature = "call")]
+mod obs;
 mod record;
 mod ring;
 mod sink;

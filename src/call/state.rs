@@ -16,6 +16,7 @@ use super::note::{EncodedNote, Note, NoteRecord, NOTE_HEADER};
 use super::summary::{CallMetrics, CallSummary, Counts, RingStats};
 use super::time::{Clock, PrefixCache, SystemClock, TimeZoneChoice, Timestamp, PREFIX_LEN};
 use crate::archive::{ArchiveError, ArchiveSink, NoRoom, Permit, Receipt, Wait};
+use crate::obs::{self, RingKind};
 use crate::record::EncodeError;
 use crate::ring::Ring;
 use crate::sink::Sink;
@@ -613,9 +614,12 @@ impl CallState {
     /// ```
     pub fn append_note(&self, text: &str) -> Result<u64, CallError> {
         let encoded = EncodedNote::new(self.clock.now(), text);
-        self.notes
+        let seq = self
+            .notes
             .push(encoded.bytes())
-            .map_err(|e| self.push_error(e, NOTE_HEADER))
+            .map_err(|e| self.push_error(e, NOTE_HEADER))?;
+        obs::appended(RingKind::Notes, seq, self.limits.max_notes());
+        Ok(seq)
     }
 
     /// Logs an audit event stamped with the clock's time and returns its
@@ -851,6 +855,7 @@ impl CallState {
             // the length was checked. Reported, not panicked, if it ever were.
             return Err(self.push_error(e, 0));
         }
+        obs::appended(RingKind::Audit, seq, self.limits.max_audit_log());
         let Some(archive) = &self.archive else {
             return Ok((seq, None));
         };

@@ -122,6 +122,7 @@ impl Archive<JsonLines> {
                 let cut = repair_tail(&*fs, path)?;
                 if cut > 0 {
                     add(&shared.counters.repaired_torn_bytes, cut);
+                    crate::obs::torn_tail_repaired(path, cut);
                     if let Some(callback) = &config.on_fault {
                         callback(&FaultEvent::TornTailRepaired {
                             file: path.clone(),

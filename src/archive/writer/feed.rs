@@ -274,6 +274,12 @@ impl Room {
         self.freed.notify(1.additional());
     }
 
+    /// Places taken now (records in the queue or about to be).
+    fn taken(&self, capacity: u64) -> u64 {
+        // Relaxed: a status read for a gauge.
+        capacity.saturating_sub(self.free.load(Ordering::Relaxed))
+    }
+
     fn wake_all(&self) {
         self.freed.notify(usize::MAX);
     }
@@ -334,6 +340,7 @@ impl Shared {
             if !waited {
                 // Counted as the wait begins, so a stall shows while it lasts.
                 add(&self.counters.sink_waits, 1);
+                crate::obs::sink_wait();
                 waited = true;
             }
             match wait {
@@ -374,6 +381,7 @@ impl Shared {
             }
             if !waited {
                 add(&self.counters.sink_waits, 1);
+                crate::obs::sink_wait();
                 waited = true;
             }
             listener.await;
@@ -408,6 +416,8 @@ pub(crate) struct Shared {
     tickets: Counter,
     /// Places left in the archiver's queue.
     room: Room,
+    /// Places in all.
+    capacity: u64,
     /// What `log_event` does when the queue is full.
     full: FullQueue,
     pub(crate) durable: Durable,
@@ -437,6 +447,7 @@ impl Shared {
             counters: Counters::default(),
             tickets: Counter::new(0),
             room: Room::new(capacity),
+            capacity: capacity.max(1) as u64,
             full,
             durable: Durable::default(),
             spool_end: SpoolEnd::default(),
@@ -454,6 +465,11 @@ impl Shared {
     pub(crate) fn close(&self) {
         let _ = self.door.shut();
         self.room.wake_all();
+    }
+
+    /// Reports the queue's depth to the `metrics` gauge.
+    pub(crate) fn report_depth(&self) {
+        crate::obs::queue_depth(self.room.taken(self.capacity));
     }
 
     /// The archiver's thread took a record out of the queue: its place is
@@ -520,6 +536,7 @@ impl Shared {
     /// An attempt failed: record it, tell the host.
     pub(crate) fn failed(&self, error: IoFailure, attempt: u64, retry_in: Duration) {
         add(&self.counters.errors, 1);
+        crate::obs::archive_fault(&error, attempt, retry_in);
         {
             let mut state = self.state();
             state.retrying = Some((error.clone(), attempt));
@@ -535,6 +552,7 @@ impl Shared {
     /// An operation succeeded after `attempts` failures.
     pub(crate) fn recovered(&self, attempts: u64) {
         self.state().retrying = None;
+        crate::obs::archive_recovered(attempts);
         self.tell(&FaultEvent::Recovered { attempts });
     }
 

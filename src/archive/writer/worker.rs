@@ -175,6 +175,7 @@ impl<B: Destination> Worker<B> {
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
             stopping |= self.shared.is_closed();
+            self.shared.report_depth();
             self.retry(B::write)?;
             if self.sync_is_due() {
                 self.sync()?;
@@ -189,7 +190,9 @@ impl<B: Destination> Worker<B> {
     /// Makes every pushed record durable, then moves the watermark over the
     /// contiguous run of synced tickets and wakes its waiters.
     fn sync(&mut self) -> Result<(), GiveUp> {
+        let started = Instant::now();
         self.retry(B::sync)?;
+        crate::obs::fsynced(started.elapsed());
         if self.unsynced_tickets.is_empty() {
             return Ok(());
         }
