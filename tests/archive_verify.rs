@@ -10,21 +10,20 @@ use std::sync::{Arc, Mutex};
 
 use callring::archive::{
     segment_name, verify, verify_with, ArchiveConfig, ArchiveRecord, Archiver, CallStatus,
-    FaultEvent, Origin, SeqRange, VerifyError, VerifyOptions, SCHEMA_VERSION,
+    FaultEvent, SeqRange, VerifyError, VerifyOptions, SCHEMA_VERSION,
 };
-use callring::call::{AuditEventType, CallState, Details, Limits, Timestamp};
+use callring::call::{AuditEvent, AuditEventType, CallState, Details, Limits, Timestamp};
 
 fn line(call_id: &str, seq: u64) -> String {
-    let record = ArchiveRecord {
-        version: SCHEMA_VERSION,
-        call_id: call_id.to_owned(),
+    let event = AuditEvent::new(
         seq,
-        at: Timestamp::from_unix_nanos(1_764_063_000_000_000_000 + seq as i64),
-        kind: AuditEventType::ToolInvoked,
-        agent_id: Some("tools".into()),
-        details: Details::new(),
-        reason: Origin::Logged,
-    };
+        Timestamp::from_unix_nanos(1_764_063_000_000_000_000 + seq as i64),
+        AuditEventType::ToolInvoked,
+        Some("tools".into()),
+        Details::new(),
+    );
+    let record = ArchiveRecord::logged(call_id, event);
+    assert_eq!(record.version, SCHEMA_VERSION);
     let mut text = serde_json::to_string(&record).expect("serialisable");
     text.push('\n');
     text

@@ -78,6 +78,7 @@ impl fmt::Display for Origin {
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct ArchiveRecord {
     /// The schema version the record was written with (1 for lines without
     /// `"v"`).
@@ -116,6 +117,36 @@ impl ArchiveRecord {
             agent_id: event.agent_id,
             details: event.details,
             reason: entry.reason.into(),
+        }
+    }
+
+    /// The record of `event`, written through to the archive as `call_id`
+    /// logged it ([`Origin::Logged`]), with the current [`SCHEMA_VERSION`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveRecord, Origin};
+    /// use callring::call::{AuditEvent, AuditEventType, Details, Timestamp};
+    ///
+    /// let at = Timestamp::from_unix_nanos(0);
+    /// let event = AuditEvent::new(3, at, AuditEventType::ConsentGiven, None, Details::new());
+    /// let record = ArchiveRecord::logged("call-1", event);
+    /// assert_eq!((record.seq, record.reason), (3, Origin::Logged));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn logged(call_id: impl Into<String>, event: AuditEvent) -> Self {
+        Self {
+            version: SCHEMA_VERSION,
+            call_id: call_id.into(),
+            seq: event.seq,
+            at: event.at,
+            kind: event.kind,
+            agent_id: event.agent_id,
+            details: event.details,
+            reason: Origin::Logged,
         }
     }
 }
