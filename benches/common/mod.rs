@@ -38,7 +38,16 @@ pub trait Notes: Sync + Sized {
     fn join(&self) -> Option<String>;
     /// Owned copies of all notes; `None` as for `join`.
     fn snapshot(&self) -> Option<Vec<String>>;
+    /// `polls` times: push [`POLL_EVERY`] notes, then join all notes as
+    /// [`join`](Notes::join) does, by a reader that keeps whatever state it
+    /// can between polls. Total bytes joined; `None` as for `join`.
+    fn join_poll(&self, _polls: u32) -> Option<usize> {
+        None
+    }
 }
+
+/// Notes pushed between two polls of the polling workloads.
+pub const POLL_EVERY: usize = 10;
 
 /// callring's lock-free ring.
 pub struct Callring(Ring<Text>);
@@ -63,6 +72,19 @@ impl Notes for Callring {
                 .map(|(_, v)| v)
                 .collect(),
         )
+    }
+    fn join_poll(&self, polls: u32) -> Option<usize> {
+        // The reader's joiner keeps the joined text: each poll copies in the
+        // new notes, drops the overwritten ones and copies the text out.
+        let mut joiner = self.0.joiner("\n");
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.push(std::hint::black_box(NOTE));
+            }
+            total += joiner.join().len();
+        }
+        Some(total)
     }
 }
 
@@ -97,6 +119,17 @@ impl Notes for StdMutex {
                 .cloned()
                 .collect(),
         )
+    }
+    fn join_poll(&self, polls: u32) -> Option<usize> {
+        // Re-joins under the lock at every poll.
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.push(std::hint::black_box(NOTE));
+            }
+            total += self.join().map_or(0, |j| j.len());
+        }
+        Some(total)
     }
 }
 
@@ -237,6 +270,9 @@ pub trait CallNotes: Sync + Sized {
     fn new() -> Self;
     fn append_note(&self, note: &str);
     fn all_notes(&self) -> String;
+    /// `polls` times: append [`POLL_EVERY`] notes, then `all_notes` by a
+    /// reader that keeps whatever state it can between polls. Total bytes.
+    fn all_notes_poll(&self, polls: u32) -> usize;
 }
 
 /// callring's `CallState`.
@@ -257,6 +293,18 @@ impl CallNotes for Call {
     }
     fn all_notes(&self) -> String {
         self.0.all_notes()
+    }
+    fn all_notes_poll(&self, polls: u32) -> usize {
+        // A supervisor's cached reader: renders only the new notes.
+        let mut reader = self.0.notes_reader();
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.append_note(std::hint::black_box(NOTE));
+            }
+            total += reader.all_notes().len();
+        }
+        total
     }
 }
 
@@ -285,6 +333,17 @@ impl CallNotes for SeedCall {
     }
     fn all_notes(&self) -> String {
         join_strings(self.0.lock().expect("not poisoned").iter())
+    }
+    fn all_notes_poll(&self, polls: u32) -> usize {
+        // `get_all_notes` joins under the lock at every poll.
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.append_note(std::hint::black_box(NOTE));
+            }
+            total += self.all_notes().len();
+        }
+        total
     }
 }
 

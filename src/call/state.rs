@@ -12,6 +12,7 @@ use super::audit::{AuditEvent, AuditEventType, AuditRecord, Details, EncodedEven
 use super::gate::Gate;
 use super::limits::Limits;
 use super::note::{EncodedNote, Note, NoteRecord, NOTE_HEADER};
+use super::reader::NotesReader;
 use super::summary::{CallMetrics, CallSummary, Counts, RingStats};
 use super::time::{Clock, PrefixCache, SystemClock, TimeZoneChoice, Timestamp, PREFIX_LEN};
 use crate::archive::{ArchiveError, ArchiveSink, Receipt};
@@ -920,6 +921,26 @@ impl CallState {
         let text = String::from_utf8(out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         (text, skipped.total() == 0 && !malformed)
+    }
+
+    /// A reader that keeps the notes it has rendered: its
+    /// [`all_notes`](NotesReader::all_notes) renders only what was appended
+    /// since its previous call. For a supervisor that polls one call's notes
+    /// again and again; each reader holds its own rendered copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// let call = callring::call::CallState::new("c", Default::default());
+    /// let mut reader = call.notes_reader();
+    /// call.append_note("hello").expect("live call");
+    /// assert_eq!(reader.all_notes(), call.all_notes());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn notes_reader(&self) -> NotesReader<'_> {
+        NotesReader::new(&self.notes, self.zone)
     }
 
     /// Owned copies of the retained notes, oldest first.

@@ -11,6 +11,8 @@
 //!
 //! - `write.rs`: push, eviction capture and hand-off to the sink, close/drain.
 //! - `read.rs`: the validated scan behind `visit`, `snapshot` and `join`.
+//! - `cursor.rs`: incremental reads (`Cursor`, `read_since`) on that scan.
+//! - `lines.rs`: a reader's cache of rendered entries on a cursor (`Joiner`).
 //! - `table.rs`: the two-level table of lazily allocated pages.
 //! - `arena.rs`: extension blocks in size classes, with free lists.
 //!
@@ -19,6 +21,8 @@
 //! its pair where it is used.
 
 mod arena;
+mod cursor;
+mod lines;
 mod read;
 mod table;
 mod write;
@@ -36,6 +40,9 @@ use crate::sink::{Evicted, Sink};
 use crate::slot::{Slot, OVERHEAD_WORDS};
 use crate::sync::{AtomicU64, CachePadded, Counter, Ordering};
 
+pub use cursor::{Batch, Cursor, Progress};
+pub use lines::Joiner;
+pub(crate) use lines::Lines;
 pub use read::{Skipped, Snapshot};
 pub use write::CloseOutcome;
 
@@ -571,29 +578,6 @@ impl<R: Record> Ring<R> {
             None => self.first_touch(page),
         };
         Slot::new(&words[offset..][..self.layout.words_per_slot])
-    }
-
-    /// The slot of ticket `t` if its page exists (readers never allocate),
-    /// remembering the last page looked up: a scan walks slots in order, so
-    /// it looks each page up once instead of once per entry.
-    #[inline(always)]
-    fn slot_cached<'a>(
-        &'a self,
-        t: u64,
-        cache: &mut Option<(usize, &'a [AtomicU64])>,
-    ) -> Option<Slot<'a>> {
-        let (page, offset) = self.layout.locate(t);
-        let words = match *cache {
-            Some((cached, words)) if cached == page => words,
-            _ => {
-                let words = self.slots.get(page)?;
-                *cache = Some((page, words));
-                words
-            }
-        };
-        Some(Slot::new(
-            &words[offset..offset + self.layout.words_per_slot],
-        ))
     }
 }
 

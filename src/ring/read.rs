@@ -10,7 +10,7 @@ use std::fmt;
 
 use super::Ring;
 use crate::record::{Record, Text};
-use crate::slot::Miss;
+use crate::slot::{Miss, Slot};
 use crate::sync::Ordering;
 
 /// Entries a read could not return, by reason.
@@ -171,9 +171,9 @@ impl<R: Record> Ring<R> {
         Snapshot { entries, skipped }
     }
 
-    /// The validated scan. For each entry read whole, its bytes are appended to
-    /// `buf` from offset `mark` and `emit(seq, buf, mark)` is called; `emit`
-    /// may keep or truncate them.
+    /// The validated scan of the last N tickets. For each entry read whole,
+    /// its bytes are appended to `buf` from offset `mark` and
+    /// `emit(seq, buf, mark)` is called; `emit` may keep or truncate them.
     pub(crate) fn scan(
         &self,
         buf: &mut Vec<u8>,
@@ -190,37 +190,136 @@ impl<R: Record> Ring<R> {
         &self,
         buf: &mut Vec<u8>,
         pad: usize,
-        mut emit: impl FnMut(u64, &mut Vec<u8>, usize),
+        emit: impl FnMut(u64, &mut Vec<u8>, usize),
     ) -> Skipped {
+        self.scan_from(0, Until::End, buf, pad, emit).skipped
+    }
+
+    /// The scan behind every read: validates tickets from `from` (raised to
+    /// the oldest the ring still holds) up to the end of the ring, appending
+    /// each entry read whole to `buf` after `pad` zero bytes and calling
+    /// `emit(seq, buf, mark)` as [`scan_padded`](Ring::scan_padded) does.
+    ///
+    /// With [`Until::InFlight`] it stops at the first entry still being
+    /// written and reports its ticket as `next`, so an incremental reader
+    /// comes back for it: entries are then seen in order, none twice.
+    #[inline(always)]
+    pub(crate) fn scan_from(
+        &self,
+        from: u64,
+        until: Until,
+        buf: &mut Vec<u8>,
+        pad: usize,
+        mut emit: impl FnMut(u64, &mut Vec<u8>, usize),
+    ) -> Scanned {
         let end = self.end_ticket();
-        let mut skipped = Skipped::default();
-        let mut ticket = end.saturating_sub(self.layout.capacity);
-        let mut pages = None;
-        while ticket < end {
-            let Some(slot) = self.slot_cached(ticket, &mut pages) else {
-                // Its writer has not even allocated the page yet.
-                skipped.in_flight += 1;
-                ticket += 1;
-                continue;
-            };
+        let start = from.max(end.saturating_sub(self.layout.capacity));
+        let mut scanned = Scanned {
+            end,
+            next: end.max(from),
+            behind: start - from,
+            skipped: Skipped::default(),
+        };
+        self.for_slots(start, end, |ticket, slot| {
             let mark = buf.len();
-            buf.resize(mark + pad, 0);
-            match slot.read(ticket, buf, |block, tail| self.arena.payload(block, tail)) {
+            if pad > 0 {
+                buf.resize(mark + pad, 0);
+            }
+            let read = match slot {
+                Some(slot) => slot.read(ticket, buf, |block, tail| self.arena.payload(block, tail)),
+                // Its writer has not even allocated the page yet.
+                None => Err(Miss::InFlight),
+            };
+            match read {
                 Ok(()) => emit(ticket, buf, mark),
                 Err(miss) => {
                     buf.truncate(mark);
-                    skipped.count(miss);
+                    if miss == Miss::InFlight && until == Until::InFlight {
+                        scanned.next = ticket;
+                        return false;
+                    }
+                    scanned.skipped.count(miss);
                 }
             }
-            ticket += 1;
-        }
-        if skipped.total() > 0 {
+            true
+        });
+        if scanned.skipped.total() > 0 {
             self.stats
                 .reader_skips
-                .fetch_add(skipped.total(), Ordering::Relaxed); // a statistic
+                .fetch_add(scanned.skipped.total(), Ordering::Relaxed); // a statistic
         }
-        skipped
+        scanned
     }
+
+    /// Calls `each(ticket, slot)` for the tickets `start..end` in order (at
+    /// most N of them), `None` for a slot whose page is not allocated yet,
+    /// until `each` returns `false`. Walks each page's slots as one run of
+    /// words: no division and no page look-up per ticket.
+    #[inline(always)]
+    fn for_slots<'a>(
+        &'a self,
+        start: u64,
+        end: u64,
+        mut each: impl FnMut(u64, Option<Slot<'a>>) -> bool,
+    ) {
+        let layout = &self.layout;
+        let wps = layout.words_per_slot;
+        let per_page = 1usize << layout.page_shift;
+        let capacity = layout.capacity as usize;
+        let mut ticket = start;
+        while ticket < end {
+            let (page, offset) = layout.locate(ticket);
+            let in_page = offset / wps;
+            let index = (page << layout.page_shift) + in_page;
+            // Slots left in this page (the last page may be short), then in
+            // the tickets asked for.
+            let left = (per_page - in_page).min(capacity - index);
+            let run = (end - ticket).min(left as u64) as usize;
+            match self.slots.get(page) {
+                Some(words) => {
+                    for raw in words[offset..offset + run * wps].chunks_exact(wps) {
+                        if !each(ticket, Some(Slot::new(raw))) {
+                            return;
+                        }
+                        ticket += 1;
+                    }
+                }
+                None => {
+                    for _ in 0..run {
+                        if !each(ticket, None) {
+                            return;
+                        }
+                        ticket += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a scan stops.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Until {
+    /// At the end of the ring, skipping (and counting) entries in flight.
+    End,
+    /// At the first entry in flight, or the end of the ring.
+    InFlight,
+}
+
+/// What [`Ring::scan_from`] did.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scanned {
+    /// The end of the ring when the scan began: entries below `end - N`
+    /// were overwritten (or being overwritten) by then.
+    pub(crate) end: u64,
+    /// Where a reader should continue: the end of the ring, or the ticket of
+    /// the entry in flight that stopped the scan ([`Until::InFlight`]).
+    pub(crate) next: u64,
+    /// Tickets from `from` that the ring had already overwritten when the
+    /// scan began.
+    pub(crate) behind: u64,
+    /// Entries skipped during the scan (never the one that stopped it).
+    pub(crate) skipped: Skipped,
 }
 
 impl Ring<Text> {
