@@ -60,3 +60,43 @@ fn cursor_lapped_mid_read() {
         assert_eq!(seen.last(), Some(&2));
     });
 }
+
+/// Guarantee 1 for `join`, whose scan copies into a pre-sized buffer
+/// (`Slot::read_at`, same R1/R2 as every read): a 2-slot text ring holds
+/// "aaa"; a writer pushes a spilling entry of 20 "b"s (its tail in an
+/// extension block), then "cc" (overwriting "aaa"), while the reader joins.
+/// Every joined line is one whole entry, in seq order; afterwards the join is
+/// exactly the last two.
+#[test]
+fn join_never_tears() {
+    model(|| {
+        let ring = Arc::new(
+            callring::Ring::<callring::Text>::builder()
+                .capacity(2)
+                .slot_bytes(common::SLOT_BYTES)
+                .max_entry_bytes(common::MAX_ENTRY)
+                .build()
+                .unwrap(),
+        );
+        let long = "b".repeat(PAYLOAD + 4);
+        ring.push("aaa").unwrap();
+        let writer = {
+            let (ring, long) = (ring.clone(), long.clone());
+            thread::spawn(move || {
+                ring.push(long).unwrap();
+                ring.push("cc").unwrap();
+            })
+        };
+        let joined = ring.join("\n");
+        let order = ["aaa", long.as_str(), "cc"];
+        let mut last = None;
+        for line in joined.split('\n').filter(|l| !l.is_empty()) {
+            let at = order.iter().position(|e| *e == line);
+            assert!(at.is_some(), "torn line {line:?}");
+            assert!(last < at, "out of order: {joined:?}");
+            last = at;
+        }
+        writer.join().unwrap();
+        assert_eq!(ring.join("\n"), format!("{long}\ncc"));
+    });
+}

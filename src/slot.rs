@@ -244,6 +244,119 @@ impl<'a> Slot<'a> {
     }
 }
 
+impl Slot<'_> {
+    /// [`read`](Slot::read) into a pre-sized buffer: copies ticket `t`'s
+    /// entry to `out[at..]` and returns its length, or the miss. `out` is
+    /// grown (zero-filled, at least doubling) only when the entry, rounded up
+    /// to whole words, plus `room` more bytes does not fit; bytes of `out`
+    /// past `at + len` may be overwritten. A scan that writes entries back to
+    /// back this way zero-fills its buffer once, not once per entry.
+    #[inline(always)]
+    pub(crate) fn read_at<'b>(
+        &self,
+        t: u64,
+        out: &mut Vec<u8>,
+        at: usize,
+        room: usize,
+        block: impl FnOnce(u32, usize) -> Option<&'b [AtomicU64]>,
+    ) -> Result<usize, Miss> {
+        let expected = committed(t);
+        // R1 Acquire: pairs with W5 (commit Release), as in `read`.
+        let s1 = self.stamp.load(Ordering::Acquire);
+        if s1 != expected {
+            return Err(if s1 < expected {
+                Miss::InFlight
+            } else {
+                Miss::Overwritten
+            });
+        }
+        // Unvalidated until the re-check; every size is clamped to the words
+        // that exist, so a racing writer's garbage costs a wasted copy.
+        let header = Header::decode(self.header.load(Ordering::Relaxed));
+        let len = header.len as usize;
+        let whole = if len <= self.inline.len() * 8 {
+            // The common case, kept short: few live values, no spills to
+            // the stack (measured: join of 1000 82-byte notes, see join_into).
+            let words = &self.inline[..len.div_ceil(8)];
+            let need = at + words.len() * 8 + room;
+            if out.len() < need {
+                grow(out, need);
+            }
+            load_words(words, &mut out[at..at + words.len() * 8]);
+            true
+        } else {
+            self.copy_spilled(header, out, at, room, block)
+        };
+        // R2 Acquire fence: pairs with the writer's W3 Release fence, as in
+        // `read`: a load above that read a later writer's store makes the
+        // re-check below fail.
+        fence(Ordering::Acquire);
+        // Relaxed: the R2 fence above orders it after the payload loads.
+        let s2 = self.stamp.load(Ordering::Relaxed);
+        if s2 != s1 || !whole {
+            return Err(Miss::Overwritten);
+        }
+        Ok(len)
+    }
+}
+
+impl Slot<'_> {
+    /// [`read_at`](Slot::read_at)'s copy of an entry longer than the inline
+    /// payload: the inline words, then the extension block's. `false` if the
+    /// block named by the (unvalidated) header is missing or too short.
+    #[inline(never)]
+    fn copy_spilled<'b>(
+        &self,
+        header: Header,
+        out: &mut Vec<u8>,
+        at: usize,
+        room: usize,
+        block: impl FnOnce(u32, usize) -> Option<&'b [AtomicU64]>,
+    ) -> bool {
+        let tail = header.len as usize - self.inline.len() * 8;
+        let Some(words) = header.block.and_then(|b| block(b, tail)) else {
+            return false;
+        };
+        let tail_words = &words[..tail.div_ceil(8).min(words.len())];
+        let inline = self.inline.len() * 8;
+        let need = at + inline + tail_words.len() * 8 + room;
+        if out.len() < need {
+            grow(out, need);
+        }
+        let (head, rest) = out[at..].split_at_mut(inline);
+        load_words(self.inline, head);
+        load_words(tail_words, &mut rest[..tail_words.len() * 8]);
+        tail_words.len() * 8 >= tail
+    }
+}
+
+impl Slot<'_> {
+    /// The length the header says, unvalidated: a size hint for a reader's
+    /// buffer, nothing more.
+    #[inline]
+    pub(crate) fn len_hint(&self) -> usize {
+        // Relaxed: a hint; nothing is read on its strength.
+        Header::decode(self.header.load(Ordering::Relaxed)).len as usize
+    }
+}
+
+/// Grows `out` to at least `need` bytes, at least doubling.
+#[cold]
+#[inline(never)]
+fn grow(out: &mut Vec<u8>, need: usize) {
+    out.resize(need.max(2 * out.len()), 0);
+}
+
+/// Stores each word of `words`, little-endian, into `dst` (`8 * words.len()`
+/// bytes).
+#[inline(always)]
+fn load_words(words: &[AtomicU64], dst: &mut [u8]) {
+    for (d, word) in dst.chunks_exact_mut(8).zip(words) {
+        // Relaxed: validated afterwards by the reader's re-check (R2).
+        d.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    }
+}
+
 /// Stores `bytes` into `words` (at most `words.len() * 8` bytes), little-endian.
 #[inline]
 pub(crate) fn fill_words(words: &[AtomicU64], bytes: &[u8]) {

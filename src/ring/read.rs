@@ -11,7 +11,7 @@ use std::fmt;
 use super::Ring;
 use crate::record::{Record, Text};
 use crate::slot::{Miss, Slot};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Entries a read could not return, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -262,22 +262,12 @@ impl<R: Record> Ring<R> {
         end: u64,
         mut each: impl FnMut(u64, Option<Slot<'a>>) -> bool,
     ) {
-        let layout = &self.layout;
-        let wps = layout.words_per_slot;
-        let per_page = 1usize << layout.page_shift;
-        let capacity = layout.capacity as usize;
-        let mut ticket = start;
-        while ticket < end {
-            let (page, offset) = layout.locate(ticket);
-            let in_page = offset / wps;
-            let index = (page << layout.page_shift) + in_page;
-            // Slots left in this page (the last page may be short), then in
-            // the tickets asked for.
-            let left = (per_page - in_page).min(capacity - index);
-            let run = (end - ticket).min(left as u64) as usize;
-            match self.slots.get(page) {
+        let wps = self.layout.words_per_slot;
+        for (first, run, words) in self.runs(start, end) {
+            let mut ticket = first;
+            match words {
                 Some(words) => {
-                    for raw in words[offset..offset + run * wps].chunks_exact(wps) {
+                    for raw in words.chunks_exact(wps) {
                         if !each(ticket, Some(Slot::new(raw))) {
                             return;
                         }
@@ -294,6 +284,52 @@ impl<R: Record> Ring<R> {
                 }
             }
         }
+    }
+}
+
+impl<R: Record> Ring<R> {
+    /// The slot of ticket `t` if its page exists (readers never allocate).
+    fn peek_slot(&self, t: u64) -> Option<Slot<'_>> {
+        let (page, offset) = self.layout.locate(t);
+        let words = self.slots.get(page)?;
+        Some(Slot::new(
+            &words[offset..offset + self.layout.words_per_slot],
+        ))
+    }
+
+    /// The tickets `start..end` (at most N of them) as runs of consecutive
+    /// slots within one page: `(first ticket, number of slots, the run's
+    /// words or None if its page is not allocated yet)`.
+    #[inline]
+    fn runs(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Iterator<Item = (u64, usize, Option<&[AtomicU64]>)> {
+        let layout = self.layout;
+        let wps = layout.words_per_slot;
+        let per_page = 1usize << layout.page_shift;
+        let capacity = layout.capacity as usize;
+        let mut ticket = start;
+        std::iter::from_fn(move || {
+            if ticket >= end {
+                return None;
+            }
+            let (page, offset) = layout.locate(ticket);
+            let in_page = offset / wps;
+            let index = (page << layout.page_shift) + in_page;
+            // Slots left in this page (the last page may be short), then in
+            // the tickets asked for.
+            let left = (per_page - in_page).min(capacity - index);
+            let run = (end - ticket).min(left as u64) as usize;
+            let words = self
+                .slots
+                .get(page)
+                .map(|words| &words[offset..offset + run * wps]);
+            let first = ticket;
+            ticket += run as u64;
+            Some((first, run, words))
+        })
     }
 }
 
@@ -353,17 +389,55 @@ impl Ring<Text> {
     pub fn join_into(&self, sep: &str, out: &mut String) -> Skipped {
         let mut bytes = std::mem::take(out).into_bytes();
         let start = bytes.len();
-        // One allocation for the common case of entries that fit inline.
-        let per_entry = self.layout.inline_bytes + sep.len();
-        bytes.reserve(self.len().min(self.capacity()) * per_entry);
-        let skipped = match sep.as_bytes() {
-            // The common one-byte separator as a push: a runtime-length
-            // append is a memcpy call per entry.
-            &[byte] => self.scan(&mut bytes, |_, buf, _| buf.push(byte)),
-            sep => self.scan(&mut bytes, |_, buf, _| buf.extend_from_slice(sep)),
+        let sep = sep.as_bytes();
+        // Zero-filled once, sized by the newest entry's length (a hint read
+        // without validation, at most a slot's inline payload), and grown
+        // by doubling if the entries turn out longer; entries are then
+        // written back to back at `pos` (Slot::read_at), without a
+        // zero-fill and a length update per entry. Measured (callgrind and
+        // compare, join of 1000 82-byte notes): zero-filling the worst case
+        // (a full slot per entry) instead cost 0.2-0.3 of the ratio to b.
+        let end = self.end_ticket();
+        let hint = match end.checked_sub(1).and_then(|t| self.peek_slot(t)) {
+            Some(slot) => slot.len_hint().min(self.layout.inline_bytes),
+            None => self.layout.inline_bytes,
         };
-        if bytes.len() > start {
-            bytes.truncate(bytes.len() - sep.len());
+        let per_entry = hint.next_multiple_of(8) + sep.len();
+        bytes.resize(start + self.len().min(self.capacity()) * per_entry, 0);
+        let mut pos = start;
+        let mut skipped = Skipped::default();
+        let wps = self.layout.words_per_slot;
+        // A plain loop, not a closure: `pos` stays in a register.
+        for (first, run, words) in self.runs(end.saturating_sub(self.layout.capacity), end) {
+            let Some(words) = words else {
+                // Their writers have not even allocated the page yet.
+                skipped.in_flight += run as u64;
+                continue;
+            };
+            for (ticket, raw) in (first..).zip(words.chunks_exact(wps)) {
+                let read = Slot::new(raw).read_at(ticket, &mut bytes, pos, sep.len(), |b, tail| {
+                    self.arena.payload(b, tail)
+                });
+                match read {
+                    Ok(len) => {
+                        pos += len;
+                        match sep {
+                            // The common one-byte separator as a store: a
+                            // runtime-length copy is a memcpy call per entry.
+                            &[byte] => bytes[pos] = byte,
+                            sep => bytes[pos..pos + sep.len()].copy_from_slice(sep),
+                        }
+                        pos += sep.len();
+                    }
+                    Err(miss) => skipped.count(miss),
+                }
+            }
+        }
+        bytes.truncate(if pos > start { pos - sep.len() } else { start });
+        if skipped.total() > 0 {
+            self.stats
+                .reader_skips
+                .fetch_add(skipped.total(), Ordering::Relaxed); // a statistic
         }
         *out = match String::from_utf8(bytes) {
             Ok(text) => text,
