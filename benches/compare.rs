@@ -18,8 +18,8 @@ use hdrhistogram::Histogram;
 
 mod common;
 use common::{
-    full, full_call, timed_pushes, timed_pushes_of, Call, CallNotes, Callring, Notes, ParkingLot,
-    Queue, SeedCall, SeedVec, StdMutex, N, NOTE, NOTE150, POLL_EVERY,
+    full, full_call, timed_pushes, timed_pushes_of, Call, CallNotes, Callring, CallringCopy, Notes,
+    ParkingLot, Queue, SeedCall, SeedVec, StdMutex, N, NOTE, NOTE150, POLL_EVERY,
 };
 
 // ------------------------------------------------------- counting allocator
@@ -469,6 +469,9 @@ fn main() {
             ),
             vec![
                 (Callring::NAME, || (join_poll::<Callring>(300), vec![])),
+                (CallringCopy::NAME, || {
+                    (join_poll::<CallringCopy>(300), vec![])
+                }),
                 (StdMutex::NAME, || (join_poll::<StdMutex>(300), vec![])),
                 (ParkingLot::NAME, || (join_poll::<ParkingLot>(300), vec![])),
             ],

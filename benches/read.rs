@@ -10,7 +10,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 
 mod common;
-use common::{full, Callring, Notes, ParkingLot, SeedVec, StdMutex, N};
+use common::{full, Callring, CallringCopy, Notes, ParkingLot, SeedVec, StdMutex, N};
 
 fn contender<C: Notes>(join: &mut BenchmarkGroup<'_, WallTime>) {
     let store: C = full();
@@ -53,6 +53,7 @@ fn read(c: &mut Criterion) {
     g.finish();
     let mut g = c.benchmark_group("join_poll");
     poll_contender::<Callring>(&mut g);
+    poll_contender::<CallringCopy>(&mut g);
     poll_contender::<StdMutex>(&mut g);
     poll_contender::<ParkingLot>(&mut g);
     g.finish();

@@ -40,9 +40,17 @@ pub trait Notes: Sync + Sized {
     fn snapshot(&self) -> Option<Vec<String>>;
     /// `polls` times: push [`POLL_EVERY`] notes, then join all notes as
     /// [`join`](Notes::join) does, by a reader that keeps whatever state it
-    /// can between polls. Total bytes joined; `None` as for `join`.
-    fn join_poll(&self, _polls: u32) -> Option<usize> {
-        None
+    /// can between polls. Total bytes joined; `None` as for `join`. By
+    /// default a full [`join`](Notes::join) at every poll.
+    fn join_poll(&self, polls: u32) -> Option<usize> {
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.push(std::hint::black_box(NOTE));
+            }
+            total += self.join()?.len();
+        }
+        Some(total)
     }
 }
 
@@ -75,14 +83,50 @@ impl Notes for Callring {
     }
     fn join_poll(&self, polls: u32) -> Option<usize> {
         // The reader's joiner keeps the joined text: each poll copies in the
-        // new notes, drops the overwritten ones and copies the text out.
+        // new notes and drops the overwritten ones; the reader gets the
+        // joined text as a `&str` (see `CallringCopy` for a copy of it).
         let mut joiner = self.0.joiner("\n");
         let mut total = 0;
         for _ in 0..polls {
             for _ in 0..POLL_EVERY {
                 self.push(std::hint::black_box(NOTE));
             }
-            total += joiner.join().len();
+            total += std::hint::black_box(joiner.text()).len();
+        }
+        Some(total)
+    }
+}
+
+/// callring's ring again, polled by a reader that copies the joined text
+/// into its own `String` at every poll (`Joiner::join_into`, the buffer
+/// reused): what the copy of ~83 KB costs on top of the joiner.
+pub struct CallringCopy(Callring);
+
+impl Notes for CallringCopy {
+    const NAME: &'static str = "callring-copy";
+    fn new() -> Self {
+        Self(Callring::new())
+    }
+    fn push(&self, note: &str) {
+        self.0.push(note);
+    }
+    fn join(&self) -> Option<String> {
+        self.0.join()
+    }
+    fn snapshot(&self) -> Option<Vec<String>> {
+        self.0.snapshot()
+    }
+    fn join_poll(&self, polls: u32) -> Option<usize> {
+        let mut joiner = self.0 .0.joiner("\n");
+        let mut text = String::new();
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.push(std::hint::black_box(NOTE));
+            }
+            text.clear();
+            joiner.join_into(&mut text);
+            total += std::hint::black_box(&text).len();
         }
         Some(total)
     }
@@ -119,17 +163,6 @@ impl Notes for StdMutex {
                 .cloned()
                 .collect(),
         )
-    }
-    fn join_poll(&self, polls: u32) -> Option<usize> {
-        // Re-joins under the lock at every poll.
-        let mut total = 0;
-        for _ in 0..polls {
-            for _ in 0..POLL_EVERY {
-                self.push(std::hint::black_box(NOTE));
-            }
-            total += self.join().map_or(0, |j| j.len());
-        }
-        Some(total)
     }
 }
 

@@ -160,6 +160,29 @@ impl Joiner<'_> {
         self.text().to_owned()
     }
 
+    /// Appends all entries joined by the separator to `out`, brought up to
+    /// date: with a buffer kept across polls, one copy into memory already
+    /// allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// let ring = callring::Ring::<callring::Text>::new(10).expect("valid");
+    /// let mut joiner = ring.joiner("\n");
+    /// let mut text = String::new();
+    /// for note in ["a", "b"] {
+    ///     ring.push(note).expect("open");
+    ///     text.clear();
+    ///     joiner.join_into(&mut text);
+    /// }
+    /// assert_eq!(text, "a\nb");
+    /// # }
+    /// ```
+    pub fn join_into(&mut self, out: &mut String) {
+        out.push_str(self.text());
+    }
+
     /// [`join`](Joiner::join) without the copy: borrowed until the next read.
     #[must_use]
     pub fn text(&mut self) -> &str {
