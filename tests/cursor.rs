@@ -162,8 +162,9 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    /// The cached reader's text equals a fresh `all_notes` after every step,
-    /// whatever was appended or overwritten between its reads.
+    /// The cached reader's text, and the call's own `all_notes` and
+    /// `all_notes_shared`, equal a fresh rendering after every step, whatever
+    /// was appended or overwritten between reads.
     #[test]
     fn cached_reader_matches_a_fresh_rendering(
         capacity in 1usize..12,
@@ -172,14 +173,22 @@ proptest! {
         let call = call(capacity);
         let mut reader = call.notes_reader();
         let mut polled = call.notes_reader();
+        // A fresh rendering that shares nothing with the cached views.
+        let fresh = |call: &CallState| {
+            call.notes().iter().map(|n| n.to_string()).collect::<Vec<_>>().join("\n")
+        };
         for step in steps {
             match step {
                 Step::Append(text) => {
                     call.append_note(&text).expect("live call");
                 }
-                Step::Read => prop_assert_eq!(polled.all_notes(), call.all_notes()),
+                Step::Read => prop_assert_eq!(polled.all_notes(), fresh(&call)),
             }
-            prop_assert_eq!(reader.text(), call.all_notes());
+            let expected = fresh(&call);
+            prop_assert_eq!(reader.text(), &expected);
+            // The call's own all_notes and all_notes_shared keep a view too.
+            prop_assert_eq!(call.all_notes(), expected.as_str());
+            prop_assert_eq!(&*call.all_notes_shared(), expected.as_str());
         }
         prop_assert_eq!(reader.lagged(), 0);
     }

@@ -47,16 +47,15 @@ use crate::ring::{Lines, Ring};
 /// ```
 pub struct NotesReader<'a> {
     ring: &'a Ring<NoteRecord>,
-    lines: Lines,
-    prefixes: PrefixCache,
+    view: NotesView,
 }
 
 impl fmt::Debug for NotesReader<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotesReader")
-            .field("next", &self.lines.next())
-            .field("lines", &self.lines.len())
-            .field("lagged", &self.lines.lagged())
+            .field("next", &self.view.lines.next())
+            .field("lines", &self.view.lines.len())
+            .field("lagged", &self.view.lines.lagged())
             .finish_non_exhaustive()
     }
 }
@@ -65,8 +64,7 @@ impl<'a> NotesReader<'a> {
     pub(super) fn new(ring: &'a Ring<NoteRecord>, zone: TimeZoneChoice) -> Self {
         Self {
             ring,
-            lines: Lines::default(),
-            prefixes: PrefixCache::new(zone),
+            view: NotesView::new(zone),
         }
     }
 
@@ -83,11 +81,43 @@ impl<'a> NotesReader<'a> {
     /// brought up to date, borrowed until the next read.
     #[must_use]
     pub fn text(&mut self) -> &str {
+        self.view.text(self.ring)
+    }
+
+    /// Notes this reader never rendered because the ring overwrote them
+    /// before a read reached them (it was polled less than once a lap, or
+    /// lapped while reading), since it was made.
+    #[must_use]
+    pub fn lagged(&self) -> u64 {
+        self.view.lines.lagged()
+    }
+}
+
+/// Rendered notes and the prefix cache, without the ring: what a
+/// [`NotesReader`] keeps, and what [`CallState`](super::CallState) keeps
+/// behind `all_notes` and `all_notes_shared`.
+#[derive(Debug)]
+pub(super) struct NotesView {
+    lines: Lines,
+    prefixes: PrefixCache,
+}
+
+impl NotesView {
+    pub(super) fn new(zone: TimeZoneChoice) -> Self {
+        Self {
+            lines: Lines::default(),
+            prefixes: PrefixCache::new(zone),
+        }
+    }
+
+    /// The notes of `ring`, brought up to date: renders the new notes, drops
+    /// the overwritten ones.
+    pub(super) fn text(&mut self, ring: &Ring<NoteRecord>) -> &str {
         // Each entry is 8 bytes of nanos then the text; with PAD bytes in
         // front, the rendered prefix overwrites padding + nanos in place.
         const PAD: usize = PREFIX_LEN - NOTE_HEADER;
         let prefixes = &mut self.prefixes;
-        self.lines.refresh(self.ring, PAD, |buf, mark| {
+        self.lines.refresh(ring, PAD, |buf, mark| {
             let Some(head) = buf.get(mark + PAD..mark + PREFIX_LEN) else {
                 return false; // shorter than a stored note: skip it
             };
@@ -101,11 +131,14 @@ impl<'a> NotesReader<'a> {
         self.lines.text(1)
     }
 
-    /// Notes this reader never rendered because the ring overwrote them
-    /// before a read reached them (it was polled less than once a lap, or
-    /// lapped while reading), since it was made.
-    #[must_use]
-    pub fn lagged(&self) -> u64 {
-        self.lines.lagged()
+    /// The text as of the last [`text`](NotesView::text).
+    pub(super) fn current(&self) -> &str {
+        self.lines.text(1)
+    }
+
+    /// Whether the last [`text`](NotesView::text) read up to the end of the
+    /// ring (see `Lines::reached_end`).
+    pub(super) fn reached_end(&self) -> bool {
+        self.lines.reached_end()
     }
 }

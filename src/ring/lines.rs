@@ -26,6 +26,9 @@ pub(crate) struct Lines {
     ends: Vec<(u64, usize)>,
     next: u64,
     lagged: u64,
+    /// Whether the last refresh read up to the end of the ring (it did not
+    /// stop at an entry in flight).
+    reached_end: bool,
     scratch: Vec<u8>,
 }
 
@@ -57,6 +60,7 @@ impl Lines {
             },
         );
         self.next = scanned.next;
+        self.reached_end = scanned.next >= scanned.end;
         self.lagged += scanned.behind + scanned.skipped.overwritten;
         // Lines of entries the ring had overwritten when the scan began.
         let oldest = scanned.end.saturating_sub(ring.capacity() as u64);
@@ -104,6 +108,13 @@ impl Lines {
     /// Lines held.
     pub(crate) fn len(&self) -> usize {
         self.lines.len()
+    }
+
+    /// Whether the last refresh read up to the end of the ring: then the
+    /// lines hold every entry a fresh scan begun at the same time could have
+    /// returned.
+    pub(crate) fn reached_end(&self) -> bool {
+        self.reached_end
     }
 
     /// The seq the next refresh starts at.
