@@ -39,7 +39,8 @@ fn check(text: &str) -> (u64, u64) {
 
 /// Two writers push `per_writer` entries each into a ring of `capacity` while
 /// `readers` cursors read in a loop until the writers are done, then once
-/// more. Returns, per reader, the seqs it saw and the lag it was told.
+/// more (each reader also checks its joiner's lines). Returns, per reader,
+/// the seqs it saw and the lag it was told.
 fn race(capacity: usize, per_writer: u64, readers: usize) -> Vec<(Vec<u64>, u64)> {
     let ring = Ring::<Text>::new(capacity).expect("valid");
     let done = AtomicBool::new(false);
@@ -49,6 +50,8 @@ fn race(capacity: usize, per_writer: u64, readers: usize) -> Vec<(Vec<u64>, u64)
                 let (ring, done) = (&ring, &done);
                 s.spawn(move || {
                     let mut cursor = Cursor::new();
+                    // A joiner on the same ring: its text holds whole entries.
+                    let mut joiner = ring.joiner("\n");
                     let (mut seqs, mut lagged) = (Vec::new(), 0);
                     let mut per_writer_last = [None::<u64>; 2];
                     loop {
@@ -63,6 +66,9 @@ fn race(capacity: usize, per_writer: u64, readers: usize) -> Vec<(Vec<u64>, u64)
                             seqs.push(seq);
                         });
                         lagged += progress.lagged;
+                        for line in joiner.text().lines() {
+                            check(line);
+                        }
                         if finished {
                             return (seqs, lagged);
                         }
