@@ -25,6 +25,9 @@
 //! | R1 | reader's first stamp load, Acquire | W5 |
 //! | R2 | reader's `fence(Acquire)` before the re-check | W3 |
 //!
+//! `Slot::read_at`, the same read into a pre-sized buffer (for `join`), has
+//! its own R1 and R2 (mutants R1a and R2a in `loom-tests/mutate.py`).
+//!
 //! The claim itself (`stamp = writing(t)`) is Relaxed: the W3 fence orders it
 //! before the payload stores, and the arena's Release push (F1) orders it
 //! before any reuse of a block the claim gave up.
@@ -262,9 +265,9 @@ impl Slot<'_> {
     ) -> Result<usize, Miss> {
         let expected = committed(t);
         // R1 Acquire: pairs with W5 (commit Release), as in `read`.
-        let s1 = self.stamp.load(Ordering::Acquire);
-        if s1 != expected {
-            return Err(if s1 < expected {
+        let first = self.stamp.load(Ordering::Acquire);
+        if first != expected {
+            return Err(if first < expected {
                 Miss::InFlight
             } else {
                 Miss::Overwritten
@@ -291,9 +294,9 @@ impl Slot<'_> {
         // `read`: a load above that read a later writer's store makes the
         // re-check below fail.
         fence(Ordering::Acquire);
-        // Relaxed: the R2 fence above orders it after the payload loads.
-        let s2 = self.stamp.load(Ordering::Relaxed);
-        if s2 != s1 || !whole {
+        // Relaxed: ordered after the payload loads by the R2 fence above.
+        let second = self.stamp.load(Ordering::Relaxed);
+        if second != first || !whole {
             return Err(Miss::Overwritten);
         }
         Ok(len)
