@@ -5,6 +5,9 @@
 //! baseline "b" (`std::sync::Mutex<VecDeque<String>>`) measured in the same
 //! round. Smaller ratios are better for callring.
 //!
+//! The read workloads include polling readers (`join_poll`, `all_notes_poll`:
+//! 10 appends, then a read by a reader that keeps its state between polls).
+//!
 //! `cargo bench --bench compare` (about a minute). `ROUNDS=n` overrides the
 //! number of rounds (default 9, at least 5).
 

@@ -516,6 +516,48 @@ mod tests {
     }
 
     #[test]
+    fn read_at_matches_read() {
+        let words = raw(6); // 32 inline bytes
+        let block = raw(4);
+        let slot = Slot::new(&words);
+        let mut out = vec![0xEE; 3];
+        let mut at = 3;
+        for len in [0usize, 1, 8, 31, 32, 33, 64] {
+            let bytes: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(13)).collect();
+            let t = len as u64 + 1;
+            slot.claim(t);
+            writer_fence();
+            let (inline, tail) = bytes.split_at(len.min(32));
+            let header = Header {
+                len: len as u32,
+                block: (!tail.is_empty()).then_some(2),
+            };
+            slot.fill(header, inline);
+            fill_words(&block, tail);
+            slot.commit(t);
+            let find = |b: u32, _| (b == 2).then_some(&block[..]);
+            // Entries land back to back; the buffer grows as needed.
+            assert_eq!(slot.read_at(t, &mut out, at, 1, find), Ok(len));
+            assert_eq!(&out[at..at + len], &bytes[..], "len {len}");
+            assert!(out.len() > at + len, "room for a separator");
+            at += len;
+            assert_eq!(
+                slot.read_at(t + 1, &mut out, at, 0, find),
+                Err(Miss::InFlight)
+            );
+            assert_eq!(
+                slot.read_at(t - 1, &mut out, at, 0, find),
+                Err(Miss::Overwritten)
+            );
+            if !tail.is_empty() {
+                let none = slot.read_at(t, &mut out, at, 0, |_, _| None);
+                assert_eq!(none, Err(Miss::Overwritten));
+            }
+        }
+        assert_eq!(&out[..3], &[0xEE; 3]);
+    }
+
+    #[test]
     fn a_slot_being_written_is_in_flight() {
         let words = raw(3);
         let slot = Slot::new(&words);
