@@ -2,9 +2,12 @@
 //!
 //! Readers take nothing and wait for nothing. Each slot is read with the
 //! seqlock in `slot.rs`, its extension block inside the same validation, so a
-//! reader racing writers skips entries, never tears them. The scan copies only
-//! the bytes an entry uses, straight into the caller's buffer, and truncates
-//! back if a re-check fails.
+//! reader racing writers skips entries, never tears them. Reads copy only the
+//! bytes an entry uses, straight into the caller's buffer. `visit`,
+//! `snapshot` and `join` copy with `Slot::read_at` into a buffer zero-filled
+//! once per call (entries back to back for `join`, each at the start for
+//! `visit`); `scan_from`, which can pad entries and stop at one in flight,
+//! backs cursors, the line caches and the call layer's rendering.
 
 use std::fmt;
 
@@ -133,11 +136,36 @@ impl<R: Record> Ring<R> {
     /// [`visit`](Ring::visit) with a caller-owned scratch buffer: no allocation
     /// once the buffer has grown to the longest entry.
     pub fn visit_with<F: FnMut(u64, &[u8])>(&self, scratch: &mut Vec<u8>, mut f: F) -> Skipped {
+        // Every entry is read to the start of the scratch buffer, zero-filled
+        // once for the call (Slot::read_at grows it for a longer entry):
+        // no zero-fill and no length update per entry, as in `join_into`.
         scratch.clear();
-        self.scan(scratch, |seq, buf, mark| {
-            f(seq, &buf[mark..]);
-            buf.truncate(mark);
-        })
+        scratch.resize(self.layout.inline_bytes, 0);
+        let mut skipped = Skipped::default();
+        let end = self.end_ticket();
+        let wps = self.layout.words_per_slot;
+        for (first, run, words) in self.runs(end.saturating_sub(self.layout.capacity), end) {
+            let Some(words) = words else {
+                // Their writers have not even allocated the page yet.
+                skipped.in_flight += run as u64;
+                continue;
+            };
+            for (ticket, raw) in (first..).zip(words.chunks_exact(wps)) {
+                let read = Slot::new(raw)
+                    .read_at(ticket, scratch, 0, 0, |b, tail| self.arena.payload(b, tail));
+                match read {
+                    Ok(len) => f(ticket, &scratch[..len]),
+                    Err(miss) => skipped.count(miss),
+                }
+            }
+        }
+        scratch.clear();
+        if skipped.total() > 0 {
+            self.stats
+                .reader_skips
+                .fetch_add(skipped.total(), Ordering::Relaxed); // a statistic
+        }
+        skipped
     }
 
     /// Owned copies of every entry that can be read whole, in `seq` order,
@@ -172,20 +200,11 @@ impl<R: Record> Ring<R> {
     }
 
     /// The validated scan of the last N tickets. For each entry read whole,
-    /// its bytes are appended to `buf` from offset `mark` and
-    /// `emit(seq, buf, mark)` is called; `emit` may keep or truncate them.
-    pub(crate) fn scan(
-        &self,
-        buf: &mut Vec<u8>,
-        emit: impl FnMut(u64, &mut Vec<u8>, usize),
-    ) -> Skipped {
-        self.scan_padded(buf, 0, emit)
-    }
-
-    /// [`scan`](Ring::scan), with `pad` zero bytes in `buf` before each entry's
-    /// bytes (`emit` still gets the offset where the padding starts), for a
-    /// caller that rewrites a fixed-size header in place into something longer
-    /// (a rendered timestamp) without moving the rest of the entry.
+    /// `pad` zero bytes and then its bytes are appended to `buf` from offset
+    /// `mark`, and `emit(seq, buf, mark)` is called; `emit` may keep or
+    /// truncate them. The padding is for a caller that rewrites a fixed-size
+    /// header in place into something longer (a rendered timestamp) without
+    /// moving the rest of the entry.
     pub(crate) fn scan_padded(
         &self,
         buf: &mut Vec<u8>,
