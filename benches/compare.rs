@@ -5,6 +5,9 @@
 //! baseline "b" (`std::sync::Mutex<VecDeque<String>>`) measured in the same
 //! round. Smaller ratios are better for callring.
 //!
+//! The read workloads include polling readers (`join_poll`, `all_notes_poll`:
+//! 10 appends, then a read by a reader that keeps its state between polls).
+//!
 //! `cargo bench --bench compare` (about a minute). `ROUNDS=n` overrides the
 //! number of rounds (default 9, at least 5).
 
@@ -18,8 +21,8 @@ use hdrhistogram::Histogram;
 
 mod common;
 use common::{
-    full, full_call, timed_pushes, timed_pushes_of, Call, CallNotes, Callring, Notes, ParkingLot,
-    Queue, SeedCall, SeedVec, StdMutex, N, NOTE, NOTE150,
+    full, full_call, timed_pushes, timed_pushes_of, Call, CallNotes, Callring, CallringCopy, Notes,
+    ParkingLot, Queue, SeedCall, SeedVec, StdMutex, N, NOTE, NOTE150, POLL_EVERY,
 };
 
 // ------------------------------------------------------- counting allocator
@@ -209,6 +212,27 @@ fn read<C: Notes>(reps: u32, f: impl Fn(&C) -> usize) -> f64 {
     }
     assert!(total > 0);
     start.elapsed().as_nanos() as f64 / f64::from(reps)
+}
+
+/// ns per poll of a reader that keeps its state (cursor, cached text): push
+/// `POLL_EVERY` notes, then join all notes, `polls` times.
+fn join_poll<C: Notes>(polls: u32) -> f64 {
+    let store: C = full();
+    let start = Instant::now();
+    let total = store.join_poll(polls).expect("readable contender");
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(polls);
+    assert!(total > 0);
+    ns
+}
+
+/// ns per poll at call level: append `POLL_EVERY` notes, then `all_notes`.
+fn all_notes_poll<C: CallNotes>(polls: u32) -> f64 {
+    let store: C = full_call();
+    let start = Instant::now();
+    let total = store.all_notes_poll(polls);
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(polls);
+    assert!(total > 0);
+    ns
 }
 
 /// Two writers push `per_writer` notes each, timing every push, while a third
@@ -441,6 +465,22 @@ fn main() {
         ),
         (
             Workload::new(
+                "join_poll",
+                format!("join all {N} notes after every {POLL_EVERY} pushes, reader keeps its state"),
+                "ns/poll",
+                1,
+            ),
+            vec![
+                (Callring::NAME, || (join_poll::<Callring>(300), vec![])),
+                (CallringCopy::NAME, || {
+                    (join_poll::<CallringCopy>(300), vec![])
+                }),
+                (StdMutex::NAME, || (join_poll::<StdMutex>(300), vec![])),
+                (ParkingLot::NAME, || (join_poll::<ParkingLot>(300), vec![])),
+            ],
+        ),
+        (
+            Workload::new(
                 "snapshot",
                 format!("snapshot {N} notes to owned Strings, 1 thread"),
                 "ns/snapshot",
@@ -513,6 +553,20 @@ fn main() {
             vec![
                 (Call::NAME, || (render::<Call>(300), vec![])),
                 (SeedCall::NAME, || (render::<SeedCall>(300), vec![])),
+            ],
+        ),
+        (
+            Workload::new(
+                "all_notes_poll",
+                format!(
+                    "call level: all_notes of {N} notes after every {POLL_EVERY} appends, reader keeps its state"
+                ),
+                "ns/poll",
+                1,
+            ),
+            vec![
+                (Call::NAME, || (all_notes_poll::<Call>(300), vec![])),
+                (SeedCall::NAME, || (all_notes_poll::<SeedCall>(300), vec![])),
             ],
         ),
     ];
@@ -589,12 +643,15 @@ fn main() {
     );
     println!(
         "ratio-summary: push1={:.3} push2={:.3} p999_under_reader={:.3} join={:.3} \
-         push150={:.3} push150_t64={:.3}",
+         push150={:.3} push150_t64={:.3} snapshot={:.3} join_poll={:.3} all_notes_poll={:.3}",
         find("push1"),
         find("push2"),
         find("p999_under_reader"),
         find("join"),
         find("push150"),
-        find("push150_t64")
+        find("push150_t64"),
+        find("snapshot"),
+        find("join_poll"),
+        find("all_notes_poll")
     );
 }

@@ -37,7 +37,8 @@ mod sync;
 pub use error::{BuildError, PushError};
 pub use record::{Bytes, DecodeError, EncodeError, Record, Text};
 pub use ring::{
-    Builder, CloseOutcome, Metrics, Ring, Skipped, Snapshot, DEFAULT_MAX_ENTRY_BYTES,
-    DEFAULT_SLOT_BYTES, MAX_CAPACITY, MAX_ENTRY_BYTES, MAX_SLOT_BYTES, MIN_SLOT_BYTES,
+    Batch, Builder, CloseOutcome, Cursor, Joiner, Metrics, Progress, Ring, Skipped, Snapshot,
+    DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SLOT_BYTES, MAX_CAPACITY, MAX_ENTRY_BYTES, MAX_SLOT_BYTES,
+    MIN_SLOT_BYTES,
 };
 pub use sink::{Delivery, Evicted, Reason, Refused, Sink};

@@ -25,6 +25,9 @@
 //! | R1 | reader's first stamp load, Acquire | W5 |
 //! | R2 | reader's `fence(Acquire)` before the re-check | W3 |
 //!
+//! `Slot::read_at`, the same read into a pre-sized buffer (for `join`), has
+//! its own R1 and R2 (mutants R1a and R2a in `loom-tests/mutate.py`).
+//!
 //! The claim itself (`stamp = writing(t)`) is Relaxed: the W3 fence orders it
 //! before the payload stores, and the arena's Release push (F1) orders it
 //! before any reuse of a block the claim gave up.
@@ -247,6 +250,119 @@ fn wait_slow(stamp: &AtomicU64, expected: u64, order: Ordering) -> bool {
     }
 }
 
+impl Slot<'_> {
+    /// [`read`](Slot::read) into a pre-sized buffer: copies ticket `t`'s
+    /// entry to `out[at..]` and returns its length, or the miss. `out` is
+    /// grown (zero-filled, at least doubling) only when the entry, rounded up
+    /// to whole words, plus `room` more bytes does not fit; bytes of `out`
+    /// past `at + len` may be overwritten. A scan that writes entries back to
+    /// back this way zero-fills its buffer once, not once per entry.
+    #[inline(always)]
+    pub(crate) fn read_at<'b>(
+        &self,
+        t: u64,
+        out: &mut Vec<u8>,
+        at: usize,
+        room: usize,
+        block: impl FnOnce(u32, usize) -> Option<&'b [AtomicU64]>,
+    ) -> Result<usize, Miss> {
+        let expected = committed(t);
+        // R1 Acquire: pairs with W5 (commit Release), as in `read`.
+        let first = self.stamp.load(Ordering::Acquire);
+        if first != expected {
+            return Err(if first < expected {
+                Miss::InFlight
+            } else {
+                Miss::Overwritten
+            });
+        }
+        // Unvalidated until the re-check; every size is clamped to the words
+        // that exist, so a racing writer's garbage costs a wasted copy.
+        let header = Header::decode(self.header.load(Ordering::Relaxed));
+        let len = header.len as usize;
+        let whole = if len <= self.inline.len() * 8 {
+            // The common case, kept short: few live values, no spills to
+            // the stack (measured: join of 1000 82-byte notes, see join_into).
+            let words = &self.inline[..len.div_ceil(8)];
+            let need = at + words.len() * 8 + room;
+            if out.len() < need {
+                grow(out, need);
+            }
+            load_words(words, &mut out[at..at + words.len() * 8]);
+            true
+        } else {
+            self.copy_spilled(header, out, at, room, block)
+        };
+        // R2 Acquire fence: pairs with the writer's W3 Release fence, as in
+        // `read`: a load above that read a later writer's store makes the
+        // re-check below fail.
+        fence(Ordering::Acquire);
+        // Relaxed: ordered after the payload loads by the R2 fence above.
+        let second = self.stamp.load(Ordering::Relaxed);
+        if second != first || !whole {
+            return Err(Miss::Overwritten);
+        }
+        Ok(len)
+    }
+}
+
+impl Slot<'_> {
+    /// [`read_at`](Slot::read_at)'s copy of an entry longer than the inline
+    /// payload: the inline words, then the extension block's. `false` if the
+    /// block named by the (unvalidated) header is missing or too short.
+    #[inline(never)]
+    fn copy_spilled<'b>(
+        &self,
+        header: Header,
+        out: &mut Vec<u8>,
+        at: usize,
+        room: usize,
+        block: impl FnOnce(u32, usize) -> Option<&'b [AtomicU64]>,
+    ) -> bool {
+        let tail = header.len as usize - self.inline.len() * 8;
+        let Some(words) = header.block.and_then(|b| block(b, tail)) else {
+            return false;
+        };
+        let tail_words = &words[..tail.div_ceil(8).min(words.len())];
+        let inline = self.inline.len() * 8;
+        let need = at + inline + tail_words.len() * 8 + room;
+        if out.len() < need {
+            grow(out, need);
+        }
+        let (head, rest) = out[at..].split_at_mut(inline);
+        load_words(self.inline, head);
+        load_words(tail_words, &mut rest[..tail_words.len() * 8]);
+        tail_words.len() * 8 >= tail
+    }
+}
+
+impl Slot<'_> {
+    /// The length the header says, unvalidated: a size hint for a reader's
+    /// buffer, nothing more.
+    #[inline]
+    pub(crate) fn len_hint(&self) -> usize {
+        // Relaxed: a hint; nothing is read on its strength.
+        Header::decode(self.header.load(Ordering::Relaxed)).len as usize
+    }
+}
+
+/// Grows `out` to at least `need` bytes, at least doubling.
+#[cold]
+#[inline(never)]
+fn grow(out: &mut Vec<u8>, need: usize) {
+    out.resize(need.max(2 * out.len()), 0);
+}
+
+/// Stores each word of `words`, little-endian, into `dst` (`8 * words.len()`
+/// bytes).
+#[inline(always)]
+fn load_words(words: &[AtomicU64], dst: &mut [u8]) {
+    for (d, word) in dst.chunks_exact_mut(8).zip(words) {
+        // Relaxed: validated afterwards by the reader's re-check (R2).
+        d.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    }
+}
+
 /// Stores `bytes` into `words` (at most `words.len() * 8` bytes), little-endian.
 #[inline]
 pub(crate) fn fill_words(words: &[AtomicU64], bytes: &[u8]) {
@@ -400,6 +516,48 @@ mod tests {
                 assert!(out.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn read_at_matches_read() {
+        let words = raw(6); // 32 inline bytes
+        let block = raw(4);
+        let slot = Slot::new(&words);
+        let mut out = vec![0xEE; 3];
+        let mut at = 3;
+        for len in [0usize, 1, 8, 31, 32, 33, 64] {
+            let bytes: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(13)).collect();
+            let t = len as u64 + 1;
+            slot.claim(t);
+            writer_fence();
+            let (inline, tail) = bytes.split_at(len.min(32));
+            let header = Header {
+                len: len as u32,
+                block: (!tail.is_empty()).then_some(2),
+            };
+            slot.fill(header, inline);
+            fill_words(&block, tail);
+            slot.commit(t);
+            let find = |b: u32, _| (b == 2).then_some(&block[..]);
+            // Entries land back to back; the buffer grows as needed.
+            assert_eq!(slot.read_at(t, &mut out, at, 1, find), Ok(len));
+            assert_eq!(&out[at..at + len], &bytes[..], "len {len}");
+            assert!(out.len() > at + len, "room for a separator");
+            at += len;
+            assert_eq!(
+                slot.read_at(t + 1, &mut out, at, 0, find),
+                Err(Miss::InFlight)
+            );
+            assert_eq!(
+                slot.read_at(t - 1, &mut out, at, 0, find),
+                Err(Miss::Overwritten)
+            );
+            if !tail.is_empty() {
+                let none = slot.read_at(t, &mut out, at, 0, |_, _| None);
+                assert_eq!(none, Err(Miss::Overwritten));
+            }
+        }
+        assert_eq!(&out[..3], &[0xEE; 3]);
     }
 
     #[test]

@@ -38,7 +38,24 @@ pub trait Notes: Sync + Sized {
     fn join(&self) -> Option<String>;
     /// Owned copies of all notes; `None` as for `join`.
     fn snapshot(&self) -> Option<Vec<String>>;
+    /// `polls` times: push [`POLL_EVERY`] notes, then join all notes as
+    /// [`join`](Notes::join) does, by a reader that keeps whatever state it
+    /// can between polls. Total bytes joined; `None` as for `join`. By
+    /// default a full [`join`](Notes::join) at every poll.
+    fn join_poll(&self, polls: u32) -> Option<usize> {
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.push(std::hint::black_box(NOTE));
+            }
+            total += self.join()?.len();
+        }
+        Some(total)
+    }
 }
+
+/// Notes pushed between two polls of the polling workloads.
+pub const POLL_EVERY: usize = 10;
 
 /// callring's lock-free ring.
 pub struct Callring(Ring<Text>);
@@ -63,6 +80,55 @@ impl Notes for Callring {
                 .map(|(_, v)| v)
                 .collect(),
         )
+    }
+    fn join_poll(&self, polls: u32) -> Option<usize> {
+        // The reader's joiner keeps the joined text: each poll copies in the
+        // new notes and drops the overwritten ones; the reader gets the
+        // joined text as a `&str` (see `CallringCopy` for a copy of it).
+        let mut joiner = self.0.joiner("\n");
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.push(std::hint::black_box(NOTE));
+            }
+            total += std::hint::black_box(joiner.text()).len();
+        }
+        Some(total)
+    }
+}
+
+/// callring's ring again, polled by a reader that copies the joined text
+/// into its own `String` at every poll (`Joiner::join_into`, the buffer
+/// reused): what the copy of ~83 KB costs on top of the joiner.
+pub struct CallringCopy(Callring);
+
+impl Notes for CallringCopy {
+    const NAME: &'static str = "callring-copy";
+    fn new() -> Self {
+        Self(Callring::new())
+    }
+    fn push(&self, note: &str) {
+        self.0.push(note);
+    }
+    fn join(&self) -> Option<String> {
+        self.0.join()
+    }
+    fn snapshot(&self) -> Option<Vec<String>> {
+        self.0.snapshot()
+    }
+    fn join_poll(&self, polls: u32) -> Option<usize> {
+        let mut joiner = self.0 .0.joiner("\n");
+        let mut text = String::new();
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.push(std::hint::black_box(NOTE));
+            }
+            text.clear();
+            joiner.join_into(&mut text);
+            total += std::hint::black_box(&text).len();
+        }
+        Some(total)
     }
 }
 
@@ -237,6 +303,9 @@ pub trait CallNotes: Sync + Sized {
     fn new() -> Self;
     fn append_note(&self, note: &str);
     fn all_notes(&self) -> String;
+    /// `polls` times: append [`POLL_EVERY`] notes, then `all_notes` by a
+    /// reader that keeps whatever state it can between polls. Total bytes.
+    fn all_notes_poll(&self, polls: u32) -> usize;
 }
 
 /// callring's `CallState`.
@@ -257,6 +326,18 @@ impl CallNotes for Call {
     }
     fn all_notes(&self) -> String {
         self.0.all_notes()
+    }
+    fn all_notes_poll(&self, polls: u32) -> usize {
+        // A supervisor's cached reader: renders only the new notes.
+        let mut reader = self.0.notes_reader();
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.append_note(std::hint::black_box(NOTE));
+            }
+            total += reader.all_notes().len();
+        }
+        total
     }
 }
 
@@ -285,6 +366,17 @@ impl CallNotes for SeedCall {
     }
     fn all_notes(&self) -> String {
         join_strings(self.0.lock().expect("not poisoned").iter())
+    }
+    fn all_notes_poll(&self, polls: u32) -> usize {
+        // `get_all_notes` joins under the lock at every poll.
+        let mut total = 0;
+        for _ in 0..polls {
+            for _ in 0..POLL_EVERY {
+                self.append_note(std::hint::black_box(NOTE));
+            }
+            total += self.all_notes().len();
+        }
+        total
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! - [`CallState`]: append notes, log audit events, all notes as one string,
 //!   summaries, metrics, end of call.
+//! - [`NotesReader`]: a reader's cached rendering of the notes, brought up to
+//!   date at each read.
 //! - [`Note`], [`AuditEvent`], [`AuditEventType`]: what is stored.
 //! - [`Limits`]: ring sizes, from defaults, the environment, or per script type.
 //! - [`CallSummary`]: a serialisable snapshot (JSON, YAML).
@@ -14,6 +16,7 @@ mod audit;
 mod gate;
 mod limits;
 mod note;
+mod reader;
 mod state;
 mod summary;
 mod time;
@@ -51,6 +54,7 @@ pub use limits::{
     MAX_ENTRY_LIMIT, MAX_LIMIT,
 };
 pub use note::Note;
+pub use reader::NotesReader;
 pub use state::{CallError, CallState, CallStateBuilder, EndOutcome};
 pub use summary::{CallMetrics, CallSummary, Counts, FormatError, RingStats};
 pub use time::{Clock, ParseTimestampError, SystemClock, TimeZoneChoice, Timestamp};

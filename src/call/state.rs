@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -13,6 +13,7 @@ use super::audit::{AuditEvent, AuditEventType, AuditRecord, Details, EncodedEven
 use super::gate::Gate;
 use super::limits::Limits;
 use super::note::{EncodedNote, Note, NoteRecord, NOTE_HEADER};
+use super::reader::{NotesReader, NotesView};
 use super::summary::{CallMetrics, CallSummary, Counts, RingStats};
 use super::time::{Clock, PrefixCache, SystemClock, TimeZoneChoice, Timestamp, PREFIX_LEN};
 use crate::archive::{ArchiveError, ArchiveSink, NoRoom, Permit, Receipt, Wait};
@@ -267,6 +268,10 @@ pub struct CallState {
     /// The last complete rendering of the notes (see `all_notes_shared`).
     /// Only readers touch it; appends never do.
     notes_cache: ArcSwapOption<RenderedNotes>,
+    /// The notes rendered so far, brought up to date by `all_notes` and
+    /// `all_notes_shared` (one reader at a time: `try_lock`, and a reader
+    /// that finds it taken renders from scratch, so readers never wait).
+    notes_view: Mutex<NotesView>,
 }
 
 /// All notes rendered at a given ticket count of the notes ring.
@@ -476,6 +481,7 @@ impl CallStateBuilder {
             audit_refused: Counter::new(0),
             ended: Latch::new(),
             notes_cache: ArcSwapOption::empty(),
+            notes_view: Mutex::new(NotesView::new(self.zone)),
         }
     }
 }
@@ -1067,9 +1073,12 @@ impl CallState {
     /// # }
     /// ```
     pub fn all_notes(&self) -> String {
-        match self.cached_notes(self.notes.tickets()) {
+        let before = self.notes.tickets();
+        match self.cached_notes(before) {
             Some(text) => String::from(&*text),
-            None => self.render_notes().0,
+            None => self
+                .with_view(|text| text.to_owned())
+                .unwrap_or_else(|| self.render_notes().0),
         }
     }
 
@@ -1080,6 +1089,10 @@ impl CallState {
     /// copy keyed on the pointer. A rendering is kept only when no append
     /// started or was in flight while it was made, so the cached text is
     /// exactly what a fresh scan would return. Never blocks appends.
+    ///
+    /// Both this and `all_notes` keep the rendered lines between calls and,
+    /// after appends, render only the new notes (plus one copy of the text);
+    /// the call then holds one rendered copy of its notes besides the ring.
     ///
     /// # Examples
     ///
@@ -1103,8 +1116,15 @@ impl CallState {
         if let Some(text) = self.cached_notes(before) {
             return text;
         }
-        let (text, complete) = self.render_notes();
-        let text: Arc<str> = Arc::from(text);
+        // The view read up to the end of the ring as of `before` or later:
+        // complete unless a ticket was taken since (checked below).
+        let (text, complete) = match self.with_view(|text| Arc::<str>::from(text)) {
+            Some(text) => (text, true),
+            None => {
+                let (text, complete) = self.render_notes();
+                (Arc::from(text), complete)
+            }
+        };
         // Keep it only if it is the whole ring as of `before`: nothing was
         // skipped (in flight or overwritten) and no ticket was taken since.
         if complete && self.notes.tickets() == before {
@@ -1114,6 +1134,15 @@ impl CallState {
             })));
         }
         text
+    }
+
+    /// `f` of the notes view brought up to date, if no other reader holds
+    /// the view and it read up to the end of the ring (it stops at a note in
+    /// flight, after which a fresh scan would still find committed notes).
+    fn with_view<T>(&self, f: impl FnOnce(&str) -> T) -> Option<T> {
+        let mut view = self.notes_view.try_lock().ok()?;
+        let _ = view.text(&self.notes);
+        view.reached_end().then(|| f(view.current()))
     }
 
     /// The cached rendering, if it was made at ticket count `tickets`.
@@ -1152,6 +1181,26 @@ impl CallState {
         let text = String::from_utf8(out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         (text, skipped.total() == 0 && !malformed)
+    }
+
+    /// A reader that keeps the notes it has rendered: its
+    /// [`all_notes`](NotesReader::all_notes) renders only what was appended
+    /// since its previous call. For a supervisor that polls one call's notes
+    /// again and again; each reader holds its own rendered copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// let call = callring::call::CallState::new("c", Default::default());
+    /// let mut reader = call.notes_reader();
+    /// call.append_note("hello").expect("live call");
+    /// assert_eq!(reader.all_notes(), call.all_notes());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn notes_reader(&self) -> NotesReader<'_> {
+        NotesReader::new(&self.notes, self.zone)
     }
 
     /// Owned copies of the retained notes, oldest first.

@@ -11,6 +11,8 @@
 //!
 //! - `write.rs`: push, eviction capture and hand-off to the sink, close/drain.
 //! - `read.rs`: the validated scan behind `visit`, `snapshot` and `join`.
+//! - `cursor.rs`: incremental reads (`Cursor`, `read_since`) on that scan.
+//! - `lines.rs`: a reader's cache of rendered entries on a cursor (`Joiner`).
 //! - `table.rs`: the two-level table of lazily allocated pages.
 //! - `arena.rs`: extension blocks in size classes, with free lists.
 //!
@@ -19,6 +21,8 @@
 //! its pair where it is used.
 
 mod arena;
+mod cursor;
+mod lines;
 mod read;
 mod table;
 mod write;
@@ -36,6 +40,9 @@ use crate::sink::{Evicted, Sink};
 use crate::slot::{Slot, OVERHEAD_WORDS};
 use crate::sync::{AtomicU64, CachePadded, Counter, Ordering};
 
+pub use cursor::{Batch, Cursor, Progress};
+pub use lines::Joiner;
+pub(crate) use lines::Lines;
 pub use read::{Skipped, Snapshot};
 pub use write::CloseOutcome;
 
@@ -551,20 +558,31 @@ impl<R: Record> Ring<R> {
     }
 
     /// Appends the newest entry that reads whole to `buf` and returns its seq,
-    /// looking back from the head; `None` if no entry reads whole. Like every
-    /// read, never makes a writer wait.
+    /// looking back from the head (over 1, 2, 4, ... of the newest tickets);
+    /// `None` if no entry reads whole. Like every read, never makes a writer
+    /// wait.
     #[cfg(feature = "call")]
     pub(crate) fn newest_into(&self, buf: &mut Vec<u8>) -> Option<u64> {
         let end = self.end_ticket();
-        let mut pages = None;
-        (end.saturating_sub(self.layout.capacity)..end)
-            .rev()
-            .find(|&ticket| {
-                self.slot_cached(ticket, &mut pages).is_some_and(|slot| {
-                    slot.read(ticket, buf, |block, tail| self.arena.payload(block, tail))
-                        .is_ok()
-                })
-            })
+        let oldest = end.saturating_sub(self.layout.capacity);
+        let mut back = 1;
+        let mut scratch = Vec::new();
+        loop {
+            let from = end.saturating_sub(back).max(oldest);
+            let mut newest = None;
+            scratch.clear();
+            self.scan_from(from, read::Until::End, &mut scratch, 0, |seq, b, mark| {
+                newest = Some((seq, mark, b.len()));
+            });
+            if let Some((seq, mark, len)) = newest {
+                buf.extend_from_slice(&scratch[mark..len]);
+                return Some(seq);
+            }
+            if from == oldest {
+                return None;
+            }
+            back *= 2;
+        }
     }
 
     fn add_slot_bytes(&self, n: usize) {
@@ -590,29 +608,6 @@ impl<R: Record> Ring<R> {
             None => self.first_touch(page),
         };
         Slot::new(&words[offset..][..self.layout.words_per_slot])
-    }
-
-    /// The slot of ticket `t` if its page exists (readers never allocate),
-    /// remembering the last page looked up: a scan walks slots in order, so
-    /// it looks each page up once instead of once per entry.
-    #[inline(always)]
-    fn slot_cached<'a>(
-        &'a self,
-        t: u64,
-        cache: &mut Option<(usize, &'a [AtomicU64])>,
-    ) -> Option<Slot<'a>> {
-        let (page, offset) = self.layout.locate(t);
-        let words = match *cache {
-            Some((cached, words)) if cached == page => words,
-            _ => {
-                let words = self.slots.get(page)?;
-                *cache = Some((page, words));
-                words
-            }
-        };
-        Some(Slot::new(
-            &words[offset..offset + self.layout.words_per_slot],
-        ))
     }
 }
 
