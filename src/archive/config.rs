@@ -51,6 +51,29 @@ pub struct ArchiveConfig {
     pub(crate) on_fault: Option<Arc<FaultCallback>>,
 }
 
+/// An [`ArchiveConfig`]'s settings, read back with
+/// [`ArchiveConfig::settings`] (the file layer and the fault callback aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ArchiveSettings {
+    /// Segments roll at this size.
+    pub segment_bytes: u64,
+    /// fsync once this many records are waiting.
+    pub fsync_every: u64,
+    /// fsync once the oldest unsynced record has waited this long.
+    pub fsync_interval: Duration,
+    /// Records the queue to the archiver holds.
+    pub channel_capacity: usize,
+    /// What `log_event` does when the queue is full.
+    pub full_queue: FullQueue,
+    /// First backoff after a failed write or fsync.
+    pub retry_initial: Duration,
+    /// Longest backoff.
+    pub retry_max: Duration,
+    /// How long `stop` retries a failing disk.
+    pub stop_timeout: Duration,
+}
+
 impl fmt::Debug for ArchiveConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArchiveConfig")
@@ -161,28 +184,33 @@ impl ArchiveConfig {
         self
     }
 
-    /// The segment size limit.
+    /// The settings, to read back (the methods of the same names set them).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, FullQueue, DEFAULT_FSYNC_EVERY};
+    ///
+    /// let config = ArchiveConfig::default().channel_capacity(64);
+    /// let settings = config.settings();
+    /// assert_eq!(settings.channel_capacity, 64);
+    /// assert_eq!(settings.fsync_every, DEFAULT_FSYNC_EVERY);
+    /// assert_eq!(settings.full_queue, FullQueue::Block);
+    /// # }
+    /// ```
     #[must_use]
-    pub fn get_segment_bytes(&self) -> u64 {
-        self.segment_bytes
-    }
-
-    /// The record count that triggers an fsync.
-    #[must_use]
-    pub fn get_fsync_every(&self) -> u64 {
-        self.fsync_every
-    }
-
-    /// The age that triggers an fsync.
-    #[must_use]
-    pub fn get_fsync_interval(&self) -> Duration {
-        self.fsync_interval
-    }
-
-    /// The channel capacity.
-    #[must_use]
-    pub fn get_channel_capacity(&self) -> usize {
-        self.channel_capacity
+    pub fn settings(&self) -> ArchiveSettings {
+        ArchiveSettings {
+            segment_bytes: self.segment_bytes,
+            fsync_every: self.fsync_every,
+            fsync_interval: self.fsync_interval,
+            channel_capacity: self.channel_capacity,
+            full_queue: self.full_queue,
+            retry_initial: self.retry_initial,
+            retry_max: self.retry_max,
+            stop_timeout: self.stop_timeout,
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ArchiveError> {

@@ -172,8 +172,8 @@ mod verify;
 mod writer;
 
 pub use config::{
-    ArchiveConfig, DEFAULT_CHANNEL_CAPACITY, DEFAULT_FSYNC_EVERY, DEFAULT_FSYNC_INTERVAL,
-    DEFAULT_SEGMENT_BYTES,
+    ArchiveConfig, ArchiveSettings, DEFAULT_CHANNEL_CAPACITY, DEFAULT_FSYNC_EVERY,
+    DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
 };
 pub use error::{ArchiveError, ArchiveStatus, FaultEvent, IoFailure, IoOp};
 pub use record::{
