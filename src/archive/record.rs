@@ -107,17 +107,7 @@ impl ArchiveRecord {
     /// with the current [`SCHEMA_VERSION`].
     #[must_use]
     pub fn new(call_id: impl Into<String>, entry: Evicted<AuditEvent>) -> Self {
-        let event = entry.value;
-        Self {
-            version: SCHEMA_VERSION,
-            call_id: call_id.into(),
-            seq: event.seq,
-            at: event.at,
-            kind: event.kind,
-            agent_id: event.agent_id,
-            details: event.details,
-            reason: entry.reason.into(),
-        }
+        Self::of(call_id.into(), entry.value, entry.reason.into())
     }
 
     /// The record of `event`, written through to the archive as `call_id`
@@ -138,15 +128,19 @@ impl ArchiveRecord {
     /// ```
     #[must_use]
     pub fn logged(call_id: impl Into<String>, event: AuditEvent) -> Self {
+        Self::of(call_id.into(), event, Origin::Logged)
+    }
+
+    fn of(call_id: String, event: AuditEvent, reason: Origin) -> Self {
         Self {
             version: SCHEMA_VERSION,
-            call_id: call_id.into(),
+            call_id,
             seq: event.seq,
             at: event.at,
             kind: event.kind,
             agent_id: event.agent_id,
             details: event.details,
-            reason: Origin::Logged,
+            reason,
         }
     }
 }

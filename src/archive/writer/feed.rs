@@ -313,14 +313,8 @@ impl Shared {
     pub(crate) fn reserve(&self, wait: Wait) -> Result<Permit<'_>, NoRoom> {
         let mut waited = false;
         loop {
-            if self.is_closed() {
-                return Err(NoRoom::Closed);
-            }
-            if self.room.try_take() {
-                return Ok(Permit {
-                    shared: self,
-                    waited,
-                });
+            if let Some(permit) = self.try_reserve(waited)? {
+                return Ok(permit);
             }
             if let Wait::No = wait {
                 return Err(NoRoom::Full);
@@ -328,21 +322,10 @@ impl Shared {
             let listener = self.room.freed.listen();
             // Checked again with the listener registered: a place given
             // back before `listen` is seen here, one after it wakes us.
-            if self.is_closed() {
-                return Err(NoRoom::Closed);
+            if let Some(permit) = self.try_reserve(waited)? {
+                return Ok(permit);
             }
-            if self.room.try_take() {
-                return Ok(Permit {
-                    shared: self,
-                    waited,
-                });
-            }
-            if !waited {
-                // Counted as the wait begins, so a stall shows while it lasts.
-                add(&self.counters.sink_waits, 1);
-                crate::obs::sink_wait();
-                waited = true;
-            }
+            self.begin_wait(&mut waited);
             match wait {
                 Wait::Forever => listener.wait(),
                 Wait::Until(at) => {
@@ -360,31 +343,38 @@ impl Shared {
     pub(crate) async fn reserve_async(&self) -> Result<Permit<'_>, NoRoom> {
         let mut waited = false;
         loop {
-            if self.is_closed() {
-                return Err(NoRoom::Closed);
-            }
-            if self.room.try_take() {
-                return Ok(Permit {
-                    shared: self,
-                    waited,
-                });
+            if let Some(permit) = self.try_reserve(waited)? {
+                return Ok(permit);
             }
             let listener = self.room.freed.listen();
-            if self.is_closed() {
-                return Err(NoRoom::Closed);
+            if let Some(permit) = self.try_reserve(waited)? {
+                return Ok(permit);
             }
-            if self.room.try_take() {
-                return Ok(Permit {
-                    shared: self,
-                    waited,
-                });
-            }
-            if !waited {
-                add(&self.counters.sink_waits, 1);
-                crate::obs::sink_wait();
-                waited = true;
-            }
+            self.begin_wait(&mut waited);
             listener.await;
+        }
+    }
+
+    /// One attempt at a place: `Ok(None)` if the queue is full now.
+    fn try_reserve(&self, waited: bool) -> Result<Option<Permit<'_>>, NoRoom> {
+        if self.is_closed() {
+            return Err(NoRoom::Closed);
+        }
+        // `then`, not `then_some`: a permit built and dropped would give
+        // back a place it never took.
+        Ok(self.room.try_take().then(|| Permit {
+            shared: self,
+            waited,
+        }))
+    }
+
+    /// A sender is about to wait for room: counted once per hand-off, as
+    /// the wait begins, so a stall shows while it lasts.
+    fn begin_wait(&self, waited: &mut bool) {
+        if !*waited {
+            add(&self.counters.sink_waits, 1);
+            crate::obs::sink_wait();
+            *waited = true;
         }
     }
 
