@@ -113,6 +113,7 @@ impl Lines {
     /// Whether the last refresh read up to the end of the ring: then the
     /// lines hold every entry a fresh scan begun at the same time could have
     /// returned.
+    #[cfg(feature = "call")]
     pub(crate) fn reached_end(&self) -> bool {
         self.reached_end
     }

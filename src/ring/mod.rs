@@ -42,6 +42,7 @@ use crate::sync::{AtomicU64, CachePadded, Counter, Ordering};
 
 pub use cursor::{Batch, Cursor, Progress};
 pub use lines::Joiner;
+#[cfg(feature = "call")]
 pub(crate) use lines::Lines;
 pub use read::{Skipped, Snapshot};
 pub use write::CloseOutcome;

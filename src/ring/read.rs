@@ -205,6 +205,7 @@ impl<R: Record> Ring<R> {
     /// truncate them. The padding is for a caller that rewrites a fixed-size
     /// header in place into something longer (a rendered timestamp) without
     /// moving the rest of the entry.
+    #[cfg(feature = "call")]
     pub(crate) fn scan_padded(
         &self,
         buf: &mut Vec<u8>,
@@ -356,6 +357,7 @@ impl<R: Record> Ring<R> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Until {
     /// At the end of the ring, skipping (and counting) entries in flight.
+    #[cfg_attr(not(feature = "call"), allow(dead_code))] // used by the call layer
     End,
     /// At the first entry in flight, or the end of the ring.
     InFlight,
