@@ -33,7 +33,7 @@ use crate::archive::spool::fs::{ArchiveFs, StdFs};
 ///     .fsync_every(256)
 ///     .fsync_interval(Duration::from_millis(10))
 ///     .on_fault(|event: &FaultEvent| eprintln!("archive: {event:?}"));
-/// assert_eq!(config.get_fsync_every(), 256);
+/// assert_eq!(config.settings().fsync_every, 256);
 /// # }
 /// ```
 #[derive(Clone)]
