@@ -954,12 +954,12 @@ impl CallState {
     /// let dir = tempfile::tempdir().expect("temp dir");
     /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
     /// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
-    /// let logged = call.log_event_async(&AuditEventType::CallStarted, None, &Details::new());
+    /// let details = Details::new();
+    /// let logged = call.log_event_async(&AuditEventType::CallStarted, None, &details);
     /// // Any executor drives it; a tokio task would `.await` it.
-    /// assert_eq!(futures_lite_block_on(logged), Ok(0));
-    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    /// #     let waker = std::task::Waker::noop();
-    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// assert_eq!(block_on(logged), Ok(0));
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     /// #     let mut f = std::pin::pin!(f);
     /// #     loop {
     /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
