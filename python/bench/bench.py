@@ -6,8 +6,9 @@ per-round ratios (binding time / original time):
     py-ratio-extra: all_notes_poll=<x>
 
 `all_notes` re-reads a call nothing is appended to (the binding returns its
-cached string); `all_notes_poll` appends one note before each read, so
-nothing is cached and every read renders all 1000 notes.
+cached string); `all_notes_poll` appends one note before each read, so the
+call's notes view renders the new note, drops the overwritten one, and the
+binding copies the whole text into a new Python string.
 
 Run through `python/run-tests --bench`. Threads outnumber cores on 2-core
 machines in the 4-thread case.
