@@ -278,8 +278,10 @@ impl Slot<'_> {
         }
         // Unvalidated until the re-check; every size is clamped to the words
         // that exist, so a racing writer's garbage costs a wasted copy.
-        let header = Header::decode(self.header.load(Ordering::Relaxed));
-        let len = header.len as usize;
+        // The word is decoded in full only for a spilled entry: a `Header`
+        // kept live across the copy is spilled to the stack per entry.
+        let word = self.header.load(Ordering::Relaxed);
+        let len = Header::decode(word).len as usize;
         let whole = if len <= self.inline.len() * 8 {
             // The common case, kept short: few live values, no spills to
             // the stack (measured: join of 1000 82-byte notes, see join_into).
@@ -291,7 +293,7 @@ impl Slot<'_> {
             load_words(words, &mut out[at..at + words.len() * 8]);
             true
         } else {
-            self.copy_spilled(header, out, at, room, block)
+            copy_spilled(self.inline, Header::decode(word), out, at, room, block)
         };
         // R2 Acquire fence: pairs with the writer's W3 Release fence, as in
         // `read`: a load above that read a later writer's store makes the
@@ -306,34 +308,34 @@ impl Slot<'_> {
     }
 }
 
-impl Slot<'_> {
-    /// [`read_at`](Slot::read_at)'s copy of an entry longer than the inline
-    /// payload: the inline words, then the extension block's. `false` if the
-    /// block named by the (unvalidated) header is missing or too short.
-    #[inline(never)]
-    fn copy_spilled<'b>(
-        &self,
-        header: Header,
-        out: &mut Vec<u8>,
-        at: usize,
-        room: usize,
-        block: impl FnOnce(u32, usize) -> Option<&'b [AtomicU64]>,
-    ) -> bool {
-        let tail = header.len as usize - self.inline.len() * 8;
-        let Some(words) = header.block.and_then(|b| block(b, tail)) else {
-            return false;
-        };
-        let tail_words = &words[..tail.div_ceil(8).min(words.len())];
-        let inline = self.inline.len() * 8;
-        let need = at + inline + tail_words.len() * 8 + room;
-        if out.len() < need {
-            grow(out, need);
-        }
-        let (head, rest) = out[at..].split_at_mut(inline);
-        load_words(self.inline, head);
-        load_words(tail_words, &mut rest[..tail_words.len() * 8]);
-        tail_words.len() * 8 >= tail
+/// [`Slot::read_at`]'s copy of an entry longer than the inline payload:
+/// the inline words, then the extension block's. `false` if the block named
+/// by the (unvalidated) header is missing or too short. A free function of
+/// the inline words, not a method: taking the `Slot` by reference would make
+/// every read of a short entry build one on the stack.
+#[inline(never)]
+fn copy_spilled<'b>(
+    inline_words: &[AtomicU64],
+    header: Header,
+    out: &mut Vec<u8>,
+    at: usize,
+    room: usize,
+    block: impl FnOnce(u32, usize) -> Option<&'b [AtomicU64]>,
+) -> bool {
+    let inline = inline_words.len() * 8;
+    let tail = header.len as usize - inline;
+    let Some(words) = header.block.and_then(|b| block(b, tail)) else {
+        return false;
+    };
+    let tail_words = &words[..tail.div_ceil(8).min(words.len())];
+    let need = at + inline + tail_words.len() * 8 + room;
+    if out.len() < need {
+        grow(out, need);
     }
+    let (head, rest) = out[at..].split_at_mut(inline);
+    load_words(inline_words, head);
+    load_words(tail_words, &mut rest[..tail_words.len() * 8]);
+    tail_words.len() * 8 >= tail
 }
 
 impl Slot<'_> {
