@@ -248,7 +248,7 @@ pub enum ArchiveStatus {
     /// Writing normally.
     Running,
     /// An operation keeps failing; the archiver retries with backoff and ring
-    /// writers wait once the channel is full.
+    /// writers wait once the queue is full.
     Retrying {
         /// The latest failure.
         error: IoFailure,

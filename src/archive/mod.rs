@@ -6,7 +6,7 @@
 //! `verify_postgres` checks it there.
 //!
 //! The code splits by role: `writer/` takes records from the rings (sinks,
-//! the bounded channel, the worker thread, and [`Archive`], the handle both
+//! the bounded queue, the worker thread, and [`Archive`], the handle both
 //! archivers share); `spool/` is the local JSON Lines archive; `ship/` holds
 //! the databases, SQLite and PostgreSQL, each a `Store` (one crate-internal
 //! trait: write a batch in one transaction, each record once by its key,
@@ -27,11 +27,14 @@
 //!
 //! # How events travel
 //!
-//! `log_event` takes the event's seq, stores it in the ring, then hands it to
-//! its [`ArchiveSink`]: one `try_send` on a bounded crossbeam channel, no
-//! mutex, no copy (the ring's encoding moves into the message). When the
-//! channel is full the logging thread waits in `send` (back-pressure, counted
-//! in [`ArchiveStats::sink_waits`]); an event is never dropped. If the
+//! `log_event` first reserves a place in the archive's bounded queue (an
+//! atomic count, [`ArchiveConfig::channel_capacity`] places), then takes the
+//! event's seq, stores it in the ring and hands it to its [`ArchiveSink`]:
+//! one `try_send` on a crossbeam channel that never holds more records than
+//! places, no mutex, no copy (the ring's encoding moves into the message).
+//! When the queue is full the logging thread waits for a place
+//! (back-pressure, counted in [`ArchiveStats::sink_waits`]), or gives up
+//! before taking a seq as [`FullQueue`] says; an event is never dropped. If the
 //! archiver is stopping or stopped, the event is refused back to the call
 //! ([`CallError::NotArchived`](crate::call::CallError::NotArchived), kept for
 //! [`CallState::take_refused_audit`](crate::call::CallState::take_refused_audit)).

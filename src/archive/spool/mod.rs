@@ -28,8 +28,8 @@ use crate::archive::writer::Archive;
 /// The durable audit archive: a background thread that appends every event
 /// handed to its sinks to JSON Lines segments in one directory.
 ///
-/// Ring writers hand events over through a bounded channel
-/// ([`sink`](Archive::sink)); a full channel makes them wait, it never drops
+/// Ring writers hand events over through a bounded queue
+/// ([`sink`](Archive::sink)); a full queue makes them wait, it never drops
 /// an event. See the [module docs](super) for the format, the group-commit
 /// policy and exactly what a crash can lose.
 ///

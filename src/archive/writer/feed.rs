@@ -1,4 +1,4 @@
-//! The ring-writer side of an archiver: [`ArchiveSink`], the bounded channel's
+//! The ring-writer side of an archiver: [`ArchiveSink`], the bounded queue's
 //! messages, and the state the archiver shares with its handle.
 //!
 //! Ring writers touch only the channel and a few atomics here, never a mutex.
@@ -563,7 +563,7 @@ impl Shared {
     }
 }
 
-/// One call's way into an archiver: its bounded channel, tagged with the
+/// One call's way into an archiver: its bounded queue, tagged with the
 /// call's id.
 ///
 /// From [`Archiver::sink`](crate::archive::Archiver::sink). Give it to
@@ -667,7 +667,7 @@ pub(crate) struct NotTaken<T>(pub(crate) T);
 
 impl ArchiveSink {
     /// Hands `msg` (built with the ticket it is given) to the archiver's
-    /// thread, waiting while the channel is full. `Err` gives the message
+    /// thread, waiting while the queue is full. `Err` gives the message
     /// back when the archiver is stopping or gone.
     // The refused message goes back to the caller whole, by value: boxing it
     // would allocate on every hand-off to save a move on a rare path.

@@ -1,4 +1,4 @@
-//! Taking records from the rings: the sinks, the bounded channel, the thread
+//! Taking records from the rings: the sinks, the bounded queue, the thread
 //! that writes them to the local spool or to SQLite, and [`Archive`], the
 //! handle both archivers share.
 

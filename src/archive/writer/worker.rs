@@ -1,5 +1,5 @@
 //! The archiver's thread, shared by the JSON Lines and SQLite archivers: take
-//! events from the bounded channel in batches, write them, make them durable
+//! events from the bounded queue in batches, write them, make them durable
 //! by the group-commit policy, retry failures with backoff, and on stop take
 //! every event already accepted before exiting.
 
@@ -467,8 +467,8 @@ impl Core {
             return Ok(self.shared.stats());
         };
         self.shared.close();
-        // Wakes a waiting worker. Blocks while the channel is full (the
-        // worker is draining it); fails if the worker is gone already.
+        // Wakes a waiting worker (the channel is unbounded: this never
+        // waits); fails if the worker is gone already.
         let _ = self.tx.send(Msg::Stop);
         match thread.join() {
             Ok(Ok(())) => Ok(self.shared.stats()),
