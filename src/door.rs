@@ -4,7 +4,8 @@
 //! Used where a shutdown must not race a hand-off that already began: the
 //! call layer's audit gate (no audit seq is handed out that `end` does not
 //! wait for), the archive's sinks (no event accepted that `stop` does not
-//! wait for) and the registry (no call starts that `shutdown` does not end). The word holds the `SHUT` bit and the number of threads inside,
+//! wait for) and the registry (no call starts that `shutdown` does not
+//! end). The word holds the `SHUT` bit and the number of threads inside,
 //! so entering and shutting are RMWs on the same word and need no fences or
 //! `SeqCst`: each enter falls either before the shut in the word's
 //! modification order (it is counted) or after it (it sees `SHUT`).

@@ -4,17 +4,17 @@
 //! file layer whose writes stall until released.
 #![cfg(all(not(loom), feature = "async"))]
 
-use std::ffi::OsString;
+mod common;
+
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use callring::archive::{
-    verify, ArchiveConfig, ArchiveFs, Archiver, FullQueue, SegmentFile, StdFs,
-};
+use callring::archive::{verify, ArchiveConfig, Archiver, FullQueue, SegmentFile};
 use callring::call::{AuditEventType, CallError, CallState, Details};
+use common::WrapFs;
 
 /// Writes wait while the gate is closed.
 #[derive(Debug, Clone, Default)]
@@ -55,30 +55,6 @@ impl SegmentFile for StalledSegment {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct StallFs(Stall);
-
-impl ArchiveFs for StallFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
-        StdFs.list_dir(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        StdFs.read(path)
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        Ok(Box::new(StalledSegment {
-            inner: StdFs.open_append(path)?,
-            stall: self.0.clone(),
-        }))
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
-}
-
 const PLACES: usize = 4;
 
 /// An archiver whose queue holds `PLACES` records, and a call on it; the
@@ -90,7 +66,15 @@ fn full_archive(dir: &Path, full: FullQueue) -> (Archiver, Arc<CallState>, Stall
         .channel_capacity(PLACES)
         .fsync_every(1)
         .full_queue(full)
-        .fs(StallFs(stall.clone()));
+        .fs({
+            let stall = stall.clone();
+            WrapFs::new(move |inner| {
+                Box::new(StalledSegment {
+                    inner,
+                    stall: stall.clone(),
+                })
+            })
+        });
     let archiver = Archiver::start(dir, config).expect("opens");
     let call = Arc::new(
         CallState::builder("call-1")

@@ -3,18 +3,19 @@
 #![cfg(all(not(loom), feature = "tracing", feature = "metrics", feature = "host"))]
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use callring::archive::{ArchiveConfig, ArchiveFs, Archiver, SegmentFile, StdFs};
+use callring::archive::{ArchiveConfig, Archiver, SegmentFile};
 use callring::call::{AuditEventType, Details, Limits};
 use callring::host::CallRegistry;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
 use tracing::{span, Event, Level, Metadata, Subscriber};
+
+mod common;
+use common::WrapFs;
 
 /// Collects (level, message) of every event.
 #[derive(Clone, Default)]
@@ -49,10 +50,7 @@ impl Subscriber for Events {
     fn exit(&self, _: &span::Id) {}
 }
 
-/// Segments whose first `fail` fsyncs report EIO.
-#[derive(Debug, Clone)]
-struct FlakyFs(Arc<AtomicU64>);
-
+/// A segment whose fsyncs report EIO while the shared count is above 0.
 #[derive(Debug)]
 struct FlakySegment(Box<dyn SegmentFile>, Arc<AtomicU64>);
 
@@ -73,27 +71,6 @@ impl SegmentFile for FlakySegment {
     }
 }
 
-impl ArchiveFs for FlakyFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
-        StdFs.list_dir(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        StdFs.read(path)
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        Ok(Box::new(FlakySegment(
-            StdFs.open_append(path)?,
-            Arc::clone(&self.0),
-        )))
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
-}
-
 #[test]
 fn faults_recovery_repairs_and_instruments_are_reported() {
     let events = Events::default();
@@ -110,7 +87,10 @@ fn faults_recovery_repairs_and_instruments_are_reported() {
     )
     .expect("write");
     let failing = Arc::new(AtomicU64::new(0));
-    let fs = FlakyFs(Arc::clone(&failing));
+    let fs = {
+        let failing = Arc::clone(&failing);
+        WrapFs::new(move |inner| Box::new(FlakySegment(inner, Arc::clone(&failing))))
+    };
     let config = ArchiveConfig::default().fs(fs).retry_backoff(
         std::time::Duration::from_millis(1),
         std::time::Duration::from_millis(5),

@@ -1,0 +1,48 @@
+//! Shared by the archive tests that inject faults through the file layer.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use callring::archive::{ArchiveFs, SegmentFile, StdFs};
+
+type Wrap = dyn Fn(Box<dyn SegmentFile>) -> Box<dyn SegmentFile> + Send + Sync;
+
+/// The standard file layer, except that every segment it opens is wrapped
+/// by `wrap` (which decides how writes and fsyncs misbehave).
+#[derive(Clone)]
+pub struct WrapFs(Arc<Wrap>);
+
+impl WrapFs {
+    pub fn new(
+        wrap: impl Fn(Box<dyn SegmentFile>) -> Box<dyn SegmentFile> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(wrap))
+    }
+}
+
+impl fmt::Debug for WrapFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WrapFs")
+    }
+}
+
+impl ArchiveFs for WrapFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        StdFs.list_dir(dir)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        StdFs.read(path)
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        Ok((self.0)(StdFs.open_append(path)?))
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFs.sync_dir(dir)
+    }
+}
