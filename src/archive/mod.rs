@@ -180,8 +180,8 @@ pub use config::{
 };
 pub use error::{ArchiveError, ArchiveStatus, FaultEvent, IoFailure, IoOp};
 pub use record::{
-    segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord, LineError, Origin,
-    SCHEMA_VERSION,
+    compressed_segment_name, segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord,
+    LineError, Origin, SCHEMA_VERSION,
 };
 #[cfg(feature = "postgres")]
 pub use ship::postgres::verify_postgres;
@@ -192,7 +192,7 @@ pub use ship::shipper::{
 };
 #[cfg(feature = "sqlite")]
 pub use ship::sqlite::{verify_sqlite, Sqlite, SqliteArchiver};
-pub use spool::fs::{ArchiveFs, SegmentFile, StdFs, LOCK_FILE};
+pub use spool::fs::{ArchiveFs, ReadFile, SegmentFile, StdFs, LOCK_FILE};
 pub use spool::position::SpoolPosition;
 pub use spool::{Archiver, JsonLines};
 pub use stats::ArchiveStats;

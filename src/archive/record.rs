@@ -400,9 +400,12 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<ArchiveLine, LineError> {
 }
 
 /// Segment names: `audit-` + the index zero-padded to 12 digits + `.jsonl`,
-/// so a plain name sort is also index order.
+/// so a plain name sort is also index order. A compressed segment adds
+/// `.zst`; a sealed segment's index is `audit-` + the digits + `.idx`.
 const PREFIX: &str = "audit-";
 const SUFFIX: &str = ".jsonl";
+const COMPRESSED: &str = ".jsonl.zst";
+const INDEX: &str = ".idx";
 const DIGITS: usize = 12;
 
 /// The file name of segment `index`.
@@ -411,30 +414,90 @@ pub fn segment_name(index: u64) -> String {
     format!("{PREFIX}{index:0DIGITS$}{SUFFIX}")
 }
 
-/// The index of a segment file name; `None` for any other name.
+/// The file name of segment `index` once compressed.
+#[must_use]
+pub fn compressed_segment_name(index: u64) -> String {
+    format!("{PREFIX}{index:0DIGITS$}{COMPRESSED}")
+}
+
+/// The file name of the index of sealed segment `index`.
+#[allow(dead_code)] // Until the sealer lands.
+pub(crate) fn index_file_name(index: u64) -> String {
+    format!("{PREFIX}{index:0DIGITS$}{INDEX}")
+}
+
+/// The index of a (plain) segment file name; `None` for any other name.
 #[must_use]
 pub fn segment_index(name: &OsStr) -> Option<u64> {
-    let digits = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    numbered(name, SUFFIX)
+}
+
+/// The number in `audit-<digits><suffix>`.
+fn numbered(name: &OsStr, suffix: &str) -> Option<u64> {
+    let digits = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(suffix)?;
     if digits.len() < DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
+/// A segment file found in an archive directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SegmentPath {
+    /// The segment's index.
+    pub(crate) index: u64,
+    /// The file to read: the compressed copy when there is one.
+    pub(crate) path: PathBuf,
+    /// Whether `path` is compressed.
+    pub(crate) compressed: bool,
+}
+
 /// The segments among `names` in `dir`, in index order, and the other
-/// names (the lock file and the spool id left out).
+/// names (the lock file, the spool id, segment indexes and the pruning
+/// manifest left out).
+///
+/// A segment present both plain and compressed (a crash between the
+/// compressed copy's rename and the plain file's removal) is read from the
+/// compressed copy, which is renamed into place only once it is whole and
+/// durable; the plain file is then listed among the others.
 pub(crate) fn sort_segments(
     dir: &Path,
     names: impl IntoIterator<Item = std::ffi::OsString>,
-) -> (Vec<(u64, PathBuf)>, Vec<PathBuf>) {
-    let mut segments = Vec::new();
+) -> (Vec<SegmentPath>, Vec<PathBuf>) {
+    let mut plain = Vec::new();
+    let mut compressed = Vec::new();
     let mut others = Vec::new();
     for name in names {
-        match segment_index(&name) {
-            Some(index) => segments.push((index, dir.join(&name))),
-            None if name == crate::archive::spool::fs::LOCK_FILE
-                || name == crate::archive::spool::position::SPOOL_ID_FILE => {}
-            None => others.push(dir.join(&name)),
+        if let Some(index) = numbered(&name, SUFFIX) {
+            plain.push((index, dir.join(&name)));
+        } else if let Some(index) = numbered(&name, COMPRESSED) {
+            compressed.push((index, dir.join(&name)));
+        } else if numbered(&name, INDEX).is_none()
+            && name != crate::archive::spool::fs::LOCK_FILE
+            && name != crate::archive::spool::position::SPOOL_ID_FILE
+            && name != crate::archive::spool::MANIFEST_FILE
+        {
+            others.push(dir.join(&name));
+        }
+    }
+    compressed.sort();
+    let mut segments: Vec<SegmentPath> = compressed
+        .iter()
+        .map(|(index, path)| SegmentPath {
+            index: *index,
+            path: path.clone(),
+            compressed: true,
+        })
+        .collect();
+    for (index, path) in plain {
+        if compressed.binary_search_by_key(&index, |(i, _)| *i).is_ok() {
+            others.push(path);
+        } else {
+            segments.push(SegmentPath {
+                index,
+                path,
+                compressed: false,
+            });
         }
     }
     segments.sort();

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
 /// The name of the lock file in an archive directory.
@@ -111,6 +111,86 @@ pub trait ArchiveFs: Send + Sync + fmt::Debug {
     ///
     /// Whatever the file system reports.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Opens `path` for reading from its start (a sealed segment being
+    /// indexed or compressed). The default opens it with `std::fs`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the file system reports.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        Ok(Box::new(File::open(path)?))
+    }
+
+    /// Renames `from` to `to`, replacing `to` (the last step of writing a
+    /// file atomically). The default is `std::fs::rename`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the file system reports.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    /// Removes the file `path` (a segment replaced by its compressed copy,
+    /// or pruned). The default is `std::fs::remove_file`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the file system reports.
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    /// The length of the file `path` in bytes. The default reads its
+    /// metadata with `std::fs`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the file system reports.
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+}
+
+/// A file opened by [`ArchiveFs::open_read`]: readable and seekable.
+pub trait ReadFile: Read + Seek + Send + fmt::Debug {}
+
+impl<T: Read + Seek + Send + fmt::Debug> ReadFile for T {}
+
+/// Writes `bytes` to `dir/name` atomically: to `name.tmp` first, fsynced,
+/// then renamed over `name`, and the directory fsynced. A crash at any step
+/// leaves either the old `name` (or none) or the new one whole, and at most
+/// a stray `.tmp` file that readers ignore.
+#[allow(dead_code)] // Until the sealer lands.
+pub(crate) fn write_atomically(
+    fs: &dyn ArchiveFs,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    remove_if_present(fs, &tmp)?;
+    let mut file = fs.open_append(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    drop(file);
+    fs.rename(&tmp, &dir.join(name))?;
+    fs.sync_dir(dir)
+}
+
+/// The suffix of a file being written atomically; a crash can leave one
+/// behind, and every reader ignores it.
+#[allow(dead_code)]
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+/// Removes `path`; a file already gone is not an error.
+#[allow(dead_code)]
+pub(crate) fn remove_if_present(fs: &dyn ArchiveFs, path: &Path) -> io::Result<()> {
+    match fs.remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// A segment opened for appending.

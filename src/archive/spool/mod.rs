@@ -6,6 +6,11 @@
 pub(crate) mod fs;
 pub(crate) mod position;
 pub(crate) mod segment;
+pub(crate) mod zst;
+
+/// The pruning manifest: one line per segment removed by retention, so a
+/// verifier reports what was pruned rather than a gap.
+pub(crate) const MANIFEST_FILE: &str = "pruned.jsonl";
 
 use std::any::Any;
 use std::fmt;
@@ -118,7 +123,10 @@ impl Archive<JsonLines> {
         ));
         let next = match segments.last() {
             None => 1,
-            Some((index, path)) => {
+            // A compressed segment was sealed whole.
+            Some(last) if last.compressed => last.index.saturating_add(1),
+            Some(last) => {
+                let (index, path) = (last.index, &last.path);
                 let cut = repair_tail(&*fs, path)?;
                 if cut > 0 {
                     add(&shared.counters.repaired_torn_bytes, cut);

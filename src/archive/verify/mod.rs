@@ -302,7 +302,8 @@ fn scan(
     let mut torn_tail = None;
     let mut records = 0;
     let mut events = 0;
-    for (i, (_, path)) in segments.iter().enumerate() {
+    for (i, segment) in segments.iter().enumerate() {
+        let path = &segment.path;
         let bytes = fs::read(path).map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;
         let is_last = i + 1 == segments.len();
         let tail = if is_last {

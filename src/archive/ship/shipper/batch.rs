@@ -109,7 +109,7 @@ fn next_segment(dir: &Path, after: u64) -> Result<Option<u64>, ShipError> {
     let (segments, _) = sort_segments(dir, names);
     Ok(segments
         .into_iter()
-        .map(|(index, _)| index)
+        .map(|segment| segment.index)
         .find(|&index| index > after))
 }
 
