@@ -24,9 +24,7 @@ fn line(call_id: &str, seq: u64) -> String {
     );
     let record = ArchiveRecord::logged(call_id, event);
     assert_eq!(record.version, SCHEMA_VERSION);
-    let mut text = serde_json::to_string(&record).expect("serialisable");
-    text.push('\n');
-    text
+    record.to_line()
 }
 
 /// The closed record of a call that handed out `issued` seqs.

@@ -55,17 +55,21 @@
 //! `audit-000000000002.jsonl`, ... (the index zero-padded to 12 digits, so
 //! name order is index order), plus the lock file `archive.lock`. Each line is
 //! an [`ArchiveRecord`] (an event) or a [`ClosedRecord`] (a call's end), and
-//! carries the schema version `"v"` ([`SCHEMA_VERSION`]):
+//! carries the schema version `"v"` ([`SCHEMA_VERSION`]) and, last, its
+//! checksum `"crc"`:
 //!
 //! ```text
-//! {"v":2,"call_id":"call-7","seq":0,"at":"2025-11-25T09:30:00.000000000Z","type":"call_started","agent_id":"speech","details":{},"reason":"logged"}
-//! {"v":2,"call_id":"call-7","record":"closed","issued":1,"at":"2025-11-25T09:31:00.000000000Z"}
+//! {"v":3,"call_id":"call-7","seq":0,"at":"2025-11-25T09:30:00.000000000Z","type":"call_started","agent_id":"speech","details":{},"reason":"logged","crc":"40852986"}
+//! {"v":3,"call_id":"call-7","record":"closed","issued":1,"at":"2025-11-25T09:31:00.000000000Z","crc":"5814270a"}
 //! ```
 //!
 //! `at` is RFC 3339 with nanoseconds, UTC; `reason` is `"logged"`
 //! (written through) or, in eviction mode, `"evicted"` or `"drained"`.
-//! Lines without `"v"` were written before version 2 and are read as
-//! version 1. Segments are append-only; a segment is fsynced before the
+//! `crc` is the CRC32C of the line's bytes before `,"crc"`, as 8 lowercase
+//! hex digits: a line changed on disk (a flipped bit, a hand edit) no longer
+//! matches it, and readers report it as corrupt. Lines of version 2 carry no
+//! checksum; lines without `"v"` were written before version 2 and are read
+//! as version 1. Segments are append-only; a segment is fsynced before the
 //! next one is started, once the next record would take it past
 //! [`ArchiveConfig::segment_bytes`]. Each run of an archiver starts a new
 //! segment. Within a call, records may appear out of seq order (several

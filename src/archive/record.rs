@@ -10,10 +10,17 @@ use crate::sink::{Evicted, Reason};
 
 /// The schema version this crate writes into every record, as `"v"`.
 ///
-/// Version 2 added the version field itself, the `closed` end-of-call record
-/// and the `logged` reason. Lines without `"v"` were written before it
-/// (version 1: event records only) and are read as such.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version 3 added the checksum: every line ends with `,"crc":"xxxxxxxx"}`,
+/// the CRC32C (Castagnoli) of the line's bytes before `,"crc"`, as 8
+/// lowercase hex digits; a version-3 line without it, or whose bytes do not
+/// match it, is corrupt. Version 2 added the version field itself, the
+/// `closed` end-of-call record and the `logged` reason. Lines without `"v"`
+/// were written before it (version 1: event records only) and are read as
+/// such; lines of versions 1 and 2 carry no checksum.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The first version whose lines must carry a checksum.
+const CRC_VERSION: u32 = 3;
 
 /// Records of lines that carry no `"v"`.
 const LEGACY_VERSION: u32 = 1;
@@ -60,10 +67,15 @@ impl fmt::Display for Origin {
 /// reached the archive.
 ///
 /// On disk the fields appear in this order, one JSON object per line:
-/// `{"v","call_id","seq","at","type","agent_id","details","reason"}`, with `at`
-/// in RFC 3339 (nanoseconds, UTC) and `reason` `"logged"` (written through as
-/// it was logged), `"evicted"` or `"drained"` (handed over as it left the
-/// ring). Lines of version 1 have no `"v"`; they parse with `version` 1.
+/// `{"v","call_id","seq","at","type","agent_id","details","reason","crc"}`,
+/// with `at` in RFC 3339 (nanoseconds, UTC), `reason` `"logged"` (written
+/// through as it was logged), `"evicted"` or `"drained"` (handed over as it
+/// left the ring), and `crc` the line's checksum (see [`SCHEMA_VERSION`]).
+/// Lines of version 1 have no `"v"`; they parse with `version` 1.
+///
+/// The serde form is the record's data without a checksum (deserializing
+/// accepts and ignores `crc`); [`to_line`](Self::to_line) writes it as an
+/// archive line, checksum included.
 ///
 /// # Examples
 ///
@@ -131,6 +143,45 @@ impl ArchiveRecord {
         Self::of(call_id.into(), event, Origin::Logged)
     }
 
+    /// The record as one archive line, with its checksum and `\n`, byte
+    /// for byte what the archiver writes for it (with the record's
+    /// `version`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveLine, ArchiveRecord};
+    /// use callring::call::{AuditEvent, AuditEventType, Details, Timestamp};
+    ///
+    /// let at = Timestamp::from_unix_nanos(0);
+    /// let event = AuditEvent::new(0, at, AuditEventType::CallStarted, None, Details::new());
+    /// let line = ArchiveRecord::logged("call-1", event).to_line();
+    /// assert!(line.ends_with("\"}\n") && line.contains(",\"crc\":\""));
+    /// let parsed = ArchiveLine::parse(line.trim_end().as_bytes()).expect("a valid line");
+    /// assert_eq!(parsed.call_id(), "call-1");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        let mut out = Vec::new();
+        write_record(
+            &RecordRef {
+                v: self.version,
+                call_id: &self.call_id,
+                seq: self.seq,
+                at: self.at,
+                kind: &self.kind,
+                agent_id: self.agent_id.as_deref(),
+                details: &self.details,
+                reason: self.reason,
+            },
+            &mut out,
+        );
+        // JSON is UTF-8 and so is the checksum field.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
     fn of(call_id: String, event: AuditEvent, reason: Origin) -> Self {
         Self {
             version: SCHEMA_VERSION,
@@ -153,7 +204,7 @@ impl ArchiveRecord {
 /// closed record means every event before it is durable too). On disk:
 ///
 /// ```text
-/// {"v":2,"call_id":"call-1","record":"closed","issued":6,"at":"2025-11-25T09:31:00.000000000Z"}
+/// {"v":3,"call_id":"call-1","record":"closed","issued":6,"at":"2025-11-25T09:31:00.000000000Z","crc":"43eca387"}
 /// ```
 ///
 /// # Examples
@@ -162,11 +213,14 @@ impl ArchiveRecord {
 /// # #[cfg(not(loom))] {
 /// use callring::archive::{ArchiveLine, ClosedRecord};
 ///
-/// let line = r#"{"v":2,"call_id":"call-1","record":"closed","issued":6,"at":"2025-11-25T09:31:00.000000000Z"}"#;
+/// let line = r#"{"v":3,"call_id":"call-1","record":"closed","issued":6,"at":"2025-11-25T09:31:00.000000000Z","crc":"43eca387"}"#;
 /// match ArchiveLine::parse(line.as_bytes()).expect("a valid line") {
 ///     ArchiveLine::Closed(ClosedRecord { issued, .. }) => assert_eq!(issued, 6),
 ///     other => panic!("{other:?}"),
 /// }
+/// // One byte changed: the checksum no longer matches.
+/// let changed = line.replace("\"issued\":6", "\"issued\":5");
+/// assert!(ArchiveLine::parse(changed.as_bytes()).is_err());
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +273,9 @@ struct RawLine {
     reason: Option<Origin>,
     #[serde(default)]
     issued: Option<u64>,
+    /// Present or not; its value is checked on the raw bytes.
+    #[serde(default)]
+    crc: Option<serde::de::IgnoredAny>,
 }
 
 /// Why a line is not a record.
@@ -232,11 +289,23 @@ pub enum LineError {
         /// The line's version.
         version: u32,
     },
-    /// A field the line's kind needs is missing.
+    /// A field the line's kind needs is missing (`crc` for a line of
+    /// version 3 or later without a checksum).
     Missing {
         /// The field.
         field: &'static str,
     },
+    /// The line's bytes do not match its checksum: it changed after it was
+    /// written.
+    Checksum {
+        /// The CRC32C the line carries.
+        stored: u32,
+        /// The CRC32C of its bytes.
+        computed: u32,
+    },
+    /// A `crc` field that is not the line's checksum: not the last field,
+    /// or not 8 lowercase hex digits.
+    MalformedChecksum,
 }
 
 impl std::fmt::Display for LineError {
@@ -248,6 +317,13 @@ impl std::fmt::Display for LineError {
                 "schema version {version} is newer than this reader's {SCHEMA_VERSION}"
             ),
             Self::Missing { field } => write!(f, "missing field `{field}`"),
+            Self::Checksum { stored, computed } => write!(
+                f,
+                "checksum mismatch: the line says {stored:08x}, its bytes give {computed:08x}"
+            ),
+            Self::MalformedChecksum => f.write_str(
+                "malformed checksum: `crc` must be the last field, 8 lowercase hex digits",
+            ),
         }
     }
 }
@@ -256,11 +332,13 @@ impl std::error::Error for LineError {}
 
 impl ArchiveLine {
     /// Parses one line (without its `\n`), of any schema version up to
-    /// [`SCHEMA_VERSION`].
+    /// [`SCHEMA_VERSION`], and checks its checksum (required from version 3
+    /// on, checked on any line that has one).
     ///
     /// # Errors
     ///
-    /// [`LineError`] for a line that is not a record.
+    /// [`LineError`] for a line that is not a record, or not the bytes that
+    /// were written ([`LineError::Checksum`]).
     pub fn parse(line: &[u8]) -> Result<Self, LineError> {
         let raw: RawLine =
             serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
@@ -268,6 +346,12 @@ impl ArchiveLine {
             return Err(LineError::UnsupportedVersion { version: raw.v });
         }
         let missing = |field| LineError::Missing { field };
+        match (check_crc(line)?, raw.crc.is_some()) {
+            (true, _) => {}
+            (false, true) => return Err(LineError::MalformedChecksum),
+            (false, false) if raw.v >= CRC_VERSION => return Err(missing("crc")),
+            (false, false) => {}
+        }
         match raw.record.unwrap_or(LineKind::Event) {
             LineKind::Closed => Ok(Self::Closed(ClosedRecord {
                 version: raw.v,
@@ -334,8 +418,13 @@ pub(crate) fn encode_line(call_id: &str, reason: Origin, event: &AuditEvent, out
         details: &event.details,
         reason,
     };
+    write_record(&record, out);
+}
+
+/// Appends `record` as one line, checksum and `\n` included, to `out`.
+fn write_record(record: &RecordRef<'_>, out: &mut Vec<u8>) {
     let mark = out.len();
-    if serde_json::to_writer(&mut *out, &record).is_err() {
+    if serde_json::to_writer(&mut *out, record).is_err() {
         // Cannot happen for these types (string keys, JSON values), but an
         // event must never vanish: keep its seq, say what went wrong.
         out.truncate(mark);
@@ -343,11 +432,11 @@ pub(crate) fn encode_line(call_id: &str, reason: Origin, event: &AuditEvent, out
         details.insert("callring_encode_error".into(), true.into());
         let fallback = RecordRef {
             details: &details,
-            ..record
+            ..*record
         };
         let _ = serde_json::to_writer(&mut *out, &fallback);
     }
-    out.push(b'\n');
+    end_line(out, mark);
 }
 
 /// Appends a written-through event, given as the ring's encoding split into
@@ -356,6 +445,7 @@ pub(crate) fn encode_line(call_id: &str, reason: Origin, event: &AuditEvent, out
 /// a map and writing it out again (the archiver's thread does this for
 /// every event, so its cost bounds the archive's throughput).
 pub(crate) fn encode_logged(call_id: &str, parts: &EventParts<'_>, out: &mut Vec<u8>) {
+    let mark = out.len();
     out.extend_from_slice(b"{\"v\":");
     json(out, &SCHEMA_VERSION);
     out.extend_from_slice(b",\"call_id\":");
@@ -370,7 +460,8 @@ pub(crate) fn encode_logged(call_id: &str, parts: &EventParts<'_>, out: &mut Vec
     json(out, &parts.agent_id);
     out.extend_from_slice(b",\"details\":");
     out.extend_from_slice(parts.details_json.as_bytes());
-    out.extend_from_slice(b",\"reason\":\"logged\"}\n");
+    out.extend_from_slice(b",\"reason\":\"logged\"}");
+    end_line(out, mark);
 }
 
 /// Appends `value` as JSON. Writing to a `Vec` cannot fail, and the types
@@ -389,9 +480,63 @@ pub(crate) fn encode_closed(call_id: &str, issued: u64, at: Timestamp, out: &mut
         issued,
         at,
     };
+    let mark = out.len();
     // Infallible for these types (a string, integers, a timestamp).
     let _ = serde_json::to_writer(&mut *out, &record);
-    out.push(b'\n');
+    end_line(out, mark);
+}
+
+/// The checksum field: `,"crc":"` + 8 lowercase hex digits + `"`, the last
+/// field of every line (before its `}`).
+const CRC_FIELD: &[u8] = b",\"crc\":\"";
+/// The bytes from `,"crc"` to the end of a line (without its `\n`).
+const CRC_TAIL: usize = CRC_FIELD.len() + 8 + 2;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Ends the line that starts at `start` in `out`, where `out[start..]` holds
+/// one JSON object: puts the checksum field before its closing brace and
+/// the `\n` after it. Every encoder ends its line here, so every line
+/// carries a checksum of its bytes before `,"crc"`.
+pub(crate) fn end_line(out: &mut Vec<u8>, start: usize) {
+    if out.last() == Some(&b'}') {
+        out.pop();
+    }
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(CRC_FIELD);
+    for shift in (0..8).rev() {
+        out.push(HEX[((crc >> (shift * 4)) & 0xf) as usize]);
+    }
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// Checks the checksum that ends `line` (without its `\n`): `Ok(true)` if
+/// it has one and its bytes match, `Ok(false)` if it ends otherwise.
+fn check_crc(line: &[u8]) -> Result<bool, LineError> {
+    let Some(at) = line.len().checked_sub(CRC_TAIL) else {
+        return Ok(false);
+    };
+    let (body, tail) = line.split_at(at);
+    let Some(hex) = tail
+        .strip_prefix(CRC_FIELD)
+        .and_then(|t| t.strip_suffix(b"\"}"))
+    else {
+        return Ok(false);
+    };
+    let mut stored = 0u32;
+    for &digit in hex {
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return Err(LineError::MalformedChecksum),
+        };
+        stored = stored << 4 | u32::from(nibble);
+    }
+    let computed = crc32c::crc32c(body);
+    if stored == computed {
+        Ok(true)
+    } else {
+        Err(LineError::Checksum { stored, computed })
+    }
 }
 
 /// Parses one line (without its `\n`).
@@ -566,9 +711,9 @@ mod tests {
         assert_eq!(
             text,
             concat!(
-                r#"{"v":2,"call_id":"call-1","seq":7,"at":"2025-11-25T09:30:00.000000001Z","#,
+                r#"{"v":3,"call_id":"call-1","seq":7,"at":"2025-11-25T09:30:00.000000001Z","#,
                 r#""type":{"other":"x"},"agent_id":"speech","details":{"k":"v\nw"},"#,
-                r#""reason":"evicted"}"#,
+                r#""reason":"evicted","crc":"8f519482"}"#,
                 "\n"
             )
         );
@@ -576,7 +721,7 @@ mod tests {
             ArchiveLine::Event(record) => {
                 assert_eq!(
                     (record.seq, record.reason, record.version),
-                    (7, Origin::Evicted, 2)
+                    (7, Origin::Evicted, 3)
                 );
             }
             other => panic!("{other:?}"),
@@ -591,10 +736,10 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(
             text,
-            "{\"v\":2,\"call_id\":\"call-1\",\"record\":\"closed\",\"issued\":6,\"at\":\"2025-11-25T09:31:00.000000000Z\"}\n"
+            "{\"v\":3,\"call_id\":\"call-1\",\"record\":\"closed\",\"issued\":6,\"at\":\"2025-11-25T09:31:00.000000000Z\",\"crc\":\"43eca387\"}\n"
         );
         let closed = ClosedRecord {
-            version: 2,
+            version: 3,
             call_id: "call-1".into(),
             issued: 6,
             at,
@@ -609,16 +754,81 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let newer =
-            br#"{"v":3,"call_id":"c","record":"closed","issued":1,"at":"2025-11-25T09:30:00Z"}"#;
+            br#"{"v":4,"call_id":"c","record":"closed","issued":1,"at":"2025-11-25T09:30:00Z"}"#;
         assert_eq!(
             parse_line(newer),
-            Err(LineError::UnsupportedVersion { version: 3 })
+            Err(LineError::UnsupportedVersion { version: 4 })
         );
         let no_issued = br#"{"v":2,"call_id":"c","record":"closed","at":"2025-11-25T09:30:00Z"}"#;
         assert_eq!(
             parse_line(no_issued),
             Err(LineError::Missing { field: "issued" })
         );
+    }
+
+    /// Every line ends with the CRC32C of its bytes before `,"crc"`; a byte
+    /// changed anywhere, a checksum missing from a version-3 line or one out
+    /// of place makes the line corrupt. Lines of versions 1 and 2 need none.
+    #[test]
+    fn lines_carry_a_checksum_of_their_bytes() {
+        let text = line(7);
+        let body = &text[..text.len() - 1];
+        let at = body.len() - CRC_TAIL;
+        assert_eq!(&body[at..at + CRC_FIELD.len()], CRC_FIELD);
+        let stored = std::str::from_utf8(&body[at + CRC_FIELD.len()..body.len() - 2]).expect("hex");
+        assert_eq!(stored, format!("{:08x}", crc32c::crc32c(&body[..at])));
+        assert!(parse_line(body).is_ok());
+
+        // A digit of the seq changed: still JSON, but not what was written.
+        let mut flipped = body.to_vec();
+        let seq = flipped
+            .windows(8)
+            .position(|w| w == b"\"seq\":7,")
+            .expect("seq field")
+            + 6;
+        flipped[seq] = b'8';
+        assert!(matches!(
+            parse_line(&flipped),
+            Err(LineError::Checksum { .. })
+        ));
+        // Any single byte of the line changed (the checksum's own included).
+        for i in 0..body.len() {
+            let mut changed = body.to_vec();
+            changed[i] ^= 0x01;
+            assert!(parse_line(&changed).is_err(), "byte {i} changed");
+        }
+        // Without the checksum, or with it elsewhere than last.
+        let bare = [&body[..at], b"}"].concat();
+        assert_eq!(
+            parse_line(&bare),
+            Err(LineError::Missing { field: "crc" })
+        );
+        let moved = format!(
+            "{{\"crc\":\"{stored}\",{}}}",
+            std::str::from_utf8(&body[1..at]).expect("utf-8")
+        );
+        assert_eq!(
+            parse_line(moved.as_bytes()),
+            Err(LineError::MalformedChecksum)
+        );
+        let upper = [&body[..body.len() - 10], stored.to_uppercase().as_bytes(), b"\"}"].concat();
+        if stored.bytes().any(|b| b.is_ascii_alphabetic()) {
+            assert_eq!(parse_line(&upper), Err(LineError::MalformedChecksum));
+        }
+        // A version-2 line needs no checksum, but one it has must match.
+        let v2 = String::from_utf8(bare).expect("utf-8").replace("\"v\":3", "\"v\":2");
+        assert!(parse_line(v2.as_bytes()).is_ok());
+        let mut sealed = v2.into_bytes();
+        sealed.pop();
+        sealed.push(b'}');
+        end_line(&mut sealed, 0);
+        assert!(parse_line(&sealed[..sealed.len() - 1]).is_ok());
+        let text = LineError::Checksum {
+            stored: 0xab,
+            computed: 0x1234_5678,
+        }
+        .to_string();
+        assert!(text.contains("000000ab") && text.contains("12345678"), "{text}");
     }
 
     /// The write-through path transcodes the ring's encoding straight to a
@@ -691,5 +901,64 @@ mod tests {
         let mut corrupt = line(0);
         corrupt.extend(b"{\"call_id\n");
         assert_eq!(torn_tail_start(&corrupt), None);
+
+        // An unterminated last line whose checksum fails is torn; a
+        // terminated one is corrupt, not a tail.
+        let mut bad = line(1);
+        let digit = bad.len() - 4;
+        bad[digit] = if bad[digit] == b'0' { b'1' } else { b'0' };
+        let mut unterminated = line(0);
+        unterminated.extend_from_slice(&bad[..bad.len() - 1]);
+        assert_eq!(torn_tail_start(&unterminated), Some(line(0).len()));
+        let mut terminated = line(0);
+        terminated.extend_from_slice(&bad);
+        assert_eq!(torn_tail_start(&terminated), None);
+    }
+}
+
+/// The encoders' cost per line (the archiver's thread encodes every event):
+/// `cargo test --release --lib archive::record::speed -- --ignored --nocapture`.
+#[cfg(all(test, not(loom)))]
+mod speed {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore = "a timing, run by hand in release"]
+    fn encoders_per_line() {
+        let mut details = Details::new();
+        details.insert("tool".into(), "lookup_account".into());
+        details.insert("latency_ms".into(), 42.into());
+        let at = Timestamp::from_unix_nanos(1_764_063_000_123_456_789);
+        let kind = AuditEventType::ToolInvoked;
+        let enc = crate::call::encode_event(at, &kind, Some("speech"), &details).expect("encodes");
+        let parts = crate::call::EventParts::parse(&enc).expect("parses");
+        let event = crate::call::decode_event(&enc).expect("decodes");
+        const N: u32 = 2_000_000;
+        let mut out = Vec::with_capacity(1 << 20);
+        for round in 0..3 {
+            let started = Instant::now();
+            for _ in 0..N {
+                out.clear();
+                encode_logged("call-12345", &parts, &mut out);
+            }
+            let logged = started.elapsed() / N;
+            let started = Instant::now();
+            for _ in 0..N {
+                out.clear();
+                encode_line("call-12345", Origin::Logged, &event, &mut out);
+            }
+            let line = started.elapsed() / N;
+            let started = Instant::now();
+            for _ in 0..N {
+                std::hint::black_box(parse_line(&out[..out.len() - 1]).is_ok());
+            }
+            let parse = started.elapsed() / N;
+            println!(
+                "round {round}: encode_logged {logged:?}/line, encode_line {line:?}/line, \
+                 parse_line {parse:?}/line ({} bytes)",
+                out.len()
+            );
+        }
     }
 }
