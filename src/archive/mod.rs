@@ -171,6 +171,7 @@
 
 mod config;
 mod error;
+mod read;
 mod record;
 mod ship;
 mod spool;

@@ -3,6 +3,7 @@
 //! torn tail, which it can cut off on request.
 
 pub(crate) mod report;
+pub(crate) mod seqs;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql;
 
@@ -13,13 +14,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::archive::error::{IoFailure, IoOp};
-use crate::archive::record::{
-    parse_line, sort_segments, torn_tail_start, ArchiveLine, ArchiveRecord, Origin,
-};
+use crate::archive::read::lines::{SegmentLines, Step};
+use crate::archive::read::{list_segments, open_segment, scan_error, Opened};
+use crate::archive::record::{ArchiveLine, ArchiveRecord};
 use crate::archive::spool::fs::lock_dir;
 use crate::archive::verify::report::{
     CallReport, CallStatus, SegmentReport, TornTail, VerifyReport,
 };
+use crate::archive::verify::seqs::Trail;
 
 /// How [`verify_with`] treats the archive.
 ///
@@ -136,22 +138,41 @@ impl From<IoFailure> for VerifyError {
     }
 }
 
+/// For callers in `io::Result` code: a failed operation keeps its kind, a
+/// corrupt line is [`io::ErrorKind::InvalidData`]; the message is this
+/// error's.
+impl From<VerifyError> for io::Error {
+    fn from(e: VerifyError) -> Self {
+        let kind = match &e {
+            VerifyError::Io(failure) => failure.kind,
+            VerifyError::NotFound { .. } => io::ErrorKind::NotFound,
+            VerifyError::NotADirectory { .. } => io::ErrorKind::NotADirectory,
+            VerifyError::Corrupt { .. } => io::ErrorKind::InvalidData,
+            VerifyError::Locked { .. } => io::ErrorKind::WouldBlock,
+            VerifyError::Changed { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
 /// Verifies the archive in `dir`: every segment, every line; per call,
 /// events, seq range, gaps and duplicates; a torn tail at the end of the last
 /// segment is reported, not an error.
 ///
+/// Plain and compressed segments alike; every line's checksum is checked.
 /// Files that are not segments are listed in
 /// [`ignored`](VerifyReport::ignored) and otherwise left alone. Verifying an
 /// archive that is being written may report the line being written as torn.
-/// Reads one segment at a time into memory, and keeps 8 bytes per record
-/// (its seq) to find gaps and duplicates.
+/// Streams each segment a line at a time, and keeps per call its seqs as
+/// runs (a few words for a whole trail, more only for its gaps and
+/// duplicates): memory does not grow with the archive's size.
 ///
 /// # Errors
 ///
 /// [`VerifyError::NotFound`] / [`VerifyError::NotADirectory`] for a bad
 /// path, [`VerifyError::Io`] if a segment cannot be read,
 /// [`VerifyError::Corrupt`] (naming file and line) for a line that is not a
-/// record and not a torn tail.
+/// record (or whose checksum does not match its bytes) and not a torn tail.
 ///
 /// # Examples
 ///
@@ -254,38 +275,12 @@ pub fn read_archive_lines(
     scan(dir.as_ref(), &VerifyOptions::default(), f)
 }
 
-/// One call's seqs while scanning.
-#[derive(Default)]
-struct Trail {
-    seqs: Vec<u64>,
-    closed: Vec<u64>,
-    logged: u64,
-    drained: u64,
-}
-
 fn scan(
     dir: &Path,
     options: &VerifyOptions,
     mut f: impl FnMut(ArchiveLine),
 ) -> Result<VerifyReport, VerifyError> {
-    match fs::metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(VerifyError::NotFound {
-                dir: dir.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(IoFailure::new(IoOp::ListDir, dir, &e).into()),
-        Ok(meta) if !meta.is_dir() => {
-            return Err(VerifyError::NotADirectory {
-                path: dir.to_path_buf(),
-            })
-        }
-        Ok(_) => {}
-    }
-    let names: Vec<_> = fs::read_dir(dir)
-        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
-        .map_err(|e| IoFailure::new(IoOp::ListDir, dir, &e))?;
-    let (segments, ignored) = sort_segments(dir, names);
+    let (segments, ignored) = list_segments(dir)?;
     let _lock = if options.truncate_torn {
         Some(lock_dir(dir).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock => VerifyError::Locked {
@@ -303,69 +298,76 @@ fn scan(
     let mut records = 0;
     let mut events = 0;
     for (i, segment) in segments.iter().enumerate() {
-        let path = &segment.path;
-        let bytes = fs::read(path).map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;
-        let is_last = i + 1 == segments.len();
-        let tail = if is_last {
-            torn_tail_start(&bytes)
+        let Opened {
+            reader,
+            path,
+            compressed,
+        } = open_segment(segment, None)?;
+        let plain_len = reader.plain_len();
+        let bytes = if compressed {
+            fs::metadata(&path)
+                .map_err(|e| IoFailure::new(IoOp::Read, &path, &e))?
+                .len()
         } else {
-            None
+            plain_len
         };
-        let body = &bytes[..tail.unwrap_or(bytes.len())];
-        let body = body.strip_suffix(b"\n").unwrap_or(body);
+        let src = reader
+            .all()
+            .map_err(|e| IoFailure::new(IoOp::Read, &path, &e))?;
+        // A crash's torn tail can end only the last segment, and only a
+        // plain one (a compressed segment was sealed whole).
+        let tail_allowed = i + 1 == segments.len() && !compressed;
+        let mut tail = None;
         let mut in_segment = 0;
-        if !body.is_empty() {
-            for (n, line) in body.split(|&b| b == b'\n').enumerate() {
-                let record = parse_line(line).map_err(|e| VerifyError::Corrupt {
-                    file: path.clone(),
-                    line: n as u64 + 1,
-                    reason: e.to_string(),
-                })?;
-                let call_id = record.call_id();
-                let trail = match trails.get_mut(call_id) {
-                    Some(trail) => trail,
-                    None => trails.entry(call_id.to_owned()).or_default(),
-                };
-                match &record {
-                    ArchiveLine::Event(event) => {
-                        trail.seqs.push(event.seq);
-                        match event.reason {
-                            Origin::Drained => trail.drained += 1,
-                            Origin::Logged => trail.logged += 1,
-                            Origin::Evicted => {}
-                        }
-                        events += 1;
-                    }
-                    ArchiveLine::Closed(closed) => trail.closed.push(closed.issued),
+        for step in SegmentLines::new(src, tail_allowed) {
+            let scanned = match step.map_err(|e| scan_error(e, &path))? {
+                Step::Line(scanned) => scanned,
+                Step::Torn { number, offset } => {
+                    tail = Some((number, offset));
+                    break;
                 }
-                in_segment += 1;
-                f(record);
+            };
+            let record = scanned.line;
+            let call_id = record.call_id();
+            let trail = match trails.get_mut(call_id) {
+                Some(trail) => trail,
+                None => trails.entry(call_id.to_owned()).or_default(),
+            };
+            match &record {
+                ArchiveLine::Event(event) => {
+                    trail.event(event.seq, event.reason);
+                    events += 1;
+                }
+                ArchiveLine::Closed(closed) => trail.closed(closed.issued),
             }
+            in_segment += 1;
+            f(record);
         }
         records += in_segment;
         reports.push(SegmentReport {
             file: path.clone(),
             records: in_segment,
-            bytes: bytes.len() as u64,
+            bytes,
+            compressed,
+            plain_bytes: plain_len,
         });
-        if let Some(start) = tail {
-            let line = bytes[..start].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-            let truncated = options.truncate_torn && truncate(path, start, bytes.len())?;
+        if let Some((line, offset)) = tail {
+            let truncated = options.truncate_torn && truncate(&path, offset, plain_len)?;
             torn_tail = Some(TornTail {
-                file: path.clone(),
+                file: path,
                 line,
-                offset: start as u64,
-                bytes: (bytes.len() - start) as u64,
+                offset,
+                bytes: plain_len - offset,
                 truncated,
             });
         }
     }
+    // Retention: the pruning manifest's segments and each call's pruned
+    // seqs go here (`Trail::pruned`, `VerifyReport::pruned_segments`).
+    let pruned_segments = Vec::new();
     let calls: BTreeMap<String, CallReport> = trails
         .into_iter()
-        .map(|(id, t)| {
-            let report = CallReport::from_seqs(t.seqs, &t.closed, t.logged, t.drained);
-            (id, report)
-        })
+        .map(|(id, trail)| (id, trail.judge()))
         .collect();
     let count = |status| calls.values().filter(|c| c.status == status).count() as u64;
     Ok(VerifyReport {
@@ -380,23 +382,24 @@ fn scan(
         duplicated: count(CallStatus::Duplicated),
         calls,
         torn_tail,
+        pruned_segments,
     })
 }
 
 /// Cuts `path` (read as `len` bytes) back to `start` and fsyncs it, unless it
 /// changed since it was read.
-fn truncate(path: &Path, start: usize, len: usize) -> Result<bool, VerifyError> {
+fn truncate(path: &Path, start: u64, len: u64) -> Result<bool, VerifyError> {
     let io = |op| move |e: io::Error| VerifyError::Io(IoFailure::new(op, path, &e));
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io(IoOp::Open))?;
-    if file.metadata().map_err(io(IoOp::Read))?.len() != len as u64 {
+    if file.metadata().map_err(io(IoOp::Read))?.len() != len {
         return Err(VerifyError::Changed {
             file: path.to_path_buf(),
         });
     }
-    file.set_len(start as u64).map_err(io(IoOp::Truncate))?;
+    file.set_len(start).map_err(io(IoOp::Truncate))?;
     file.sync_all().map_err(io(IoOp::Sync))?;
     Ok(true)
 }

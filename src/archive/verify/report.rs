@@ -15,6 +15,14 @@ pub struct SeqRange {
 }
 
 impl SeqRange {
+    /// The run of `seq` alone.
+    pub(crate) fn single(seq: u64) -> Self {
+        Self {
+            first: seq,
+            last: seq,
+        }
+    }
+
     /// How many seqs the run has.
     #[must_use]
     pub fn len(&self) -> u64 {
@@ -109,9 +117,14 @@ pub struct CallReport {
     /// Records with reason `drained`: the call ended, and these were still
     /// in its ring (eviction mode).
     pub drained: u64,
+    /// Seqs retention removed with their segments (per the pruning
+    /// manifest): accounted for, so not gaps.
+    #[serde(default)]
+    pub pruned: Vec<SeqRange>,
 }
 
 /// The runs of consecutive values in sorted, deduplicated `seqs`.
+#[cfg_attr(not(any(test, feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn runs(seqs: impl Iterator<Item = u64>) -> Vec<SeqRange> {
     let mut out: Vec<SeqRange> = Vec::new();
     for s in seqs {
@@ -126,65 +139,20 @@ pub(crate) fn runs(seqs: impl Iterator<Item = u64>) -> Vec<SeqRange> {
 impl CallReport {
     /// Builds the report from the call's seqs (any order), the closed
     /// records' issued counts, and its `logged` and `drained` counts.
-    pub(crate) fn from_seqs(mut seqs: Vec<u64>, closed: &[u64], logged: u64, drained: u64) -> Self {
-        seqs.sort_unstable();
-        let first_seq = seqs.first().copied().unwrap_or(0);
-        let last_seq = seqs.last().copied().unwrap_or(0);
-        let issued = closed.iter().copied().max();
-        let mut gaps = Vec::new();
-        let mut duplicates: Vec<SeqRange> = Vec::new();
-        let mut duplicate_records = 0;
-        let mut expected = 0u64; // the next seq a complete trail has
-        for (i, &s) in seqs.iter().enumerate() {
-            if i > 0 && seqs[i - 1] == s {
-                duplicate_records += 1;
-                match duplicates.last_mut() {
-                    Some(run) if run.last == s || run.last + 1 == s => run.last = s,
-                    _ => duplicates.push(SeqRange { first: s, last: s }),
-                }
-                continue;
-            }
-            let bound = issued.map_or(s, |n| s.min(n));
-            if bound > expected {
-                gaps.push(SeqRange {
-                    first: expected,
-                    last: bound - 1,
-                });
-            }
-            expected = expected.max(s.saturating_add(1));
+    #[cfg(test)]
+    pub(crate) fn from_seqs(seqs: Vec<u64>, closed: &[u64], logged: u64, drained: u64) -> Self {
+        use crate::archive::record::Origin;
+        let mut trail = crate::archive::verify::seqs::Trail::default();
+        for seq in seqs {
+            trail.event(seq, Origin::Evicted);
         }
-        if let Some(n) = issued {
-            if n > expected {
-                gaps.push(SeqRange {
-                    first: expected,
-                    last: n - 1,
-                });
-            }
+        for &issued in closed {
+            trail.closed(issued);
         }
-        let beyond_issued = match issued {
-            Some(n) => {
-                let mut above: Vec<u64> = seqs.iter().copied().filter(|&s| s >= n).collect();
-                above.dedup();
-                runs(above.into_iter())
-            }
-            None => Vec::new(),
-        };
-        let closed_records = closed.len() as u64;
-        Self {
-            status: CallStatus::Open, // set by `judged`
-            events: seqs.len() as u64,
-            first_seq,
-            last_seq,
-            issued,
-            closed_records,
-            gaps,
-            beyond_issued,
-            duplicates,
-            duplicate_records,
-            logged,
-            drained,
-        }
-        .judged()
+        let mut report = trail.judge();
+        report.logged = logged;
+        report.drained = drained;
+        report
     }
 
     /// Sets `status` from the other fields: duplicated, open, complete or
@@ -240,8 +208,15 @@ pub struct SegmentReport {
     pub file: PathBuf,
     /// Records in it.
     pub records: u64,
-    /// Its size in bytes (torn tail included).
+    /// The file's size in bytes (torn tail included).
     pub bytes: u64,
+    /// Whether the file is compressed (a sealed segment).
+    #[serde(default)]
+    pub compressed: bool,
+    /// The segment's plain (uncompressed) length in bytes: `bytes` for a
+    /// plain segment.
+    #[serde(default)]
+    pub plain_bytes: u64,
 }
 
 /// What [`verify`](crate::archive::verify) found.
@@ -270,6 +245,10 @@ pub struct VerifyReport {
     pub calls: BTreeMap<String, CallReport>,
     /// The torn tail of the last segment, if a crash left one.
     pub torn_tail: Option<TornTail>,
+    /// Segments retention removed (their indexes), per the pruning
+    /// manifest; their calls' seqs are in [`CallReport::pruned`].
+    #[serde(default)]
+    pub pruned_segments: Vec<u64>,
 }
 
 impl VerifyReport {
@@ -358,6 +337,11 @@ impl fmt::Display for CallReport {
         }
         if self.closed_records > 1 {
             write!(f, "; {} CLOSED RECORDS", self.closed_records)?;
+        }
+        if !self.pruned.is_empty() {
+            let pruned: u64 = self.pruned.iter().map(SeqRange::len).sum();
+            write!(f, "; pruned {pruned} seqs: ")?;
+            ranges(f, &self.pruned)?;
         }
         Ok(())
     }

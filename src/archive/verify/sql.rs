@@ -112,6 +112,7 @@ impl Trails {
             duplicated: tally(CallStatus::Duplicated),
             calls,
             torn_tail: None,
+            pruned_segments: Vec::new(),
         }
     }
 }
@@ -164,6 +165,7 @@ fn report(t: Trail) -> CallReport {
         duplicate_records,
         logged: t.logged,
         drained: t.drained,
+        pruned: Vec::new(),
     }
     .judged()
 }
