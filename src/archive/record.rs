@@ -799,10 +799,7 @@ mod tests {
         }
         // Without the checksum, or with it elsewhere than last.
         let bare = [&body[..at], b"}"].concat();
-        assert_eq!(
-            parse_line(&bare),
-            Err(LineError::Missing { field: "crc" })
-        );
+        assert_eq!(parse_line(&bare), Err(LineError::Missing { field: "crc" }));
         let moved = format!(
             "{{\"crc\":\"{stored}\",{}}}",
             std::str::from_utf8(&body[1..at]).expect("utf-8")
@@ -811,12 +808,19 @@ mod tests {
             parse_line(moved.as_bytes()),
             Err(LineError::MalformedChecksum)
         );
-        let upper = [&body[..body.len() - 10], stored.to_uppercase().as_bytes(), b"\"}"].concat();
+        let upper = [
+            &body[..body.len() - 10],
+            stored.to_uppercase().as_bytes(),
+            b"\"}",
+        ]
+        .concat();
         if stored.bytes().any(|b| b.is_ascii_alphabetic()) {
             assert_eq!(parse_line(&upper), Err(LineError::MalformedChecksum));
         }
         // A version-2 line needs no checksum, but one it has must match.
-        let v2 = String::from_utf8(bare).expect("utf-8").replace("\"v\":3", "\"v\":2");
+        let v2 = String::from_utf8(bare)
+            .expect("utf-8")
+            .replace("\"v\":3", "\"v\":2");
         assert!(parse_line(v2.as_bytes()).is_ok());
         let mut sealed = v2.into_bytes();
         sealed.pop();
@@ -828,7 +832,10 @@ mod tests {
             computed: 0x1234_5678,
         }
         .to_string();
-        assert!(text.contains("000000ab") && text.contains("12345678"), "{text}");
+        assert!(
+            text.contains("000000ab") && text.contains("12345678"),
+            "{text}"
+        );
     }
 
     /// The write-through path transcodes the ring's encoding straight to a

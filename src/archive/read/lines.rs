@@ -167,7 +167,9 @@ impl<R: BufRead> SegmentLines<R> {
                     len: read.len,
                     line,
                 })),
-                Err(_) if !read.terminated && self.tail_allowed => Ok(Step::Torn { number, offset }),
+                Err(_) if !read.terminated && self.tail_allowed => {
+                    Ok(Step::Torn { number, offset })
+                }
                 Err(reason) => Err(ScanError::Corrupt { number, reason }),
             });
         }
@@ -304,7 +306,12 @@ mod tests {
             [&whole[..], &[0, 0, b'\n'][..], partial].concat(),
             [&whole[..], b"{\"call_id\n"].concat(),
             [&whole[..], &[0, 0, b'\n'][..], &record(2)].concat(),
-            [&whole[..], &[0, 0, b'\n'][..], &record(2)[..record(2).len() - 1]].concat(),
+            [
+                &whole[..],
+                &[0, 0, b'\n'][..],
+                &record(2)[..record(2).len() - 1],
+            ]
+            .concat(),
             [&whole[..], b"\n"].concat(),
             [&whole[..], b"\n", partial].concat(),
         ];

@@ -124,7 +124,10 @@ pub struct CallReport {
 }
 
 /// The runs of consecutive values in sorted, deduplicated `seqs`.
-#[cfg_attr(not(any(test, feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(test, feature = "sqlite", feature = "postgres")),
+    allow(dead_code)
+)]
 pub(crate) fn runs(seqs: impl Iterator<Item = u64>) -> Vec<SeqRange> {
     let mut out: Vec<SeqRange> = Vec::new();
     for s in seqs {

@@ -83,7 +83,9 @@ impl SeqSet {
 /// overlap or touch.
 fn push_merged(runs: &mut Vec<SeqRange>, run: SeqRange) {
     match runs.last_mut() {
-        Some(last) if run.first <= last.last.saturating_add(1) => last.last = last.last.max(run.last),
+        Some(last) if run.first <= last.last.saturating_add(1) => {
+            last.last = last.last.max(run.last)
+        }
         _ => runs.push(run),
     }
 }
@@ -274,7 +276,10 @@ mod tests {
         let report = trail.judge();
         assert!(report.is_complete(), "{report}");
         assert_eq!(report.pruned, [range(0, 99)]);
-        assert!(report.to_string().contains("pruned 100 seqs: 0..=99"), "{report}");
+        assert!(
+            report.to_string().contains("pruned 100 seqs: 0..=99"),
+            "{report}"
+        );
 
         let mut partly = Trail::default();
         partly.event(100, Origin::Logged);
