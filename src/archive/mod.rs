@@ -184,6 +184,8 @@ pub use config::{
     DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
 };
 pub use error::{ArchiveError, ArchiveStatus, FaultEvent, IoFailure, IoOp};
+pub use read::index::{index_archive, IndexSummary};
+pub use read::{ArchiveReader, CallTrail, LocatedLine, Records};
 pub use record::{
     compressed_segment_name, segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord,
     LineError, Origin, SCHEMA_VERSION,

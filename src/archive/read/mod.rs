@@ -1,20 +1,29 @@
-//! Reading the archive back, streamed: segments plain or compressed, one
-//! line in memory at a time. The verifier reads through this.
+//! Reading the archive back, streamed: [`ArchiveReader`] yields every
+//! record of every segment in order, plain or compressed, one line in
+//! memory at a time, and reads one call's trail through the segments'
+//! indexes (only the byte runs an index gives for that call) where they
+//! exist. The verifier reads through the same line reader.
 
+pub(crate) mod index;
 pub(crate) mod lines;
 
+use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::archive::error::{IoFailure, IoOp};
-use crate::archive::record::{compressed_segment_name, sort_segments, SegmentPath};
-use crate::archive::spool::zst::SegmentReader;
+use crate::archive::record::{
+    compressed_segment_name, sort_segments, ArchiveLine, ArchiveRecord, ClosedRecord, SegmentPath,
+};
+use crate::archive::spool::zst::{SegmentReader, FRAME_BYTES};
+use crate::archive::verify::report::TornTail;
 use crate::archive::verify::VerifyError;
 
-use self::lines::ScanError;
+use self::index::{read_index, ByteRun};
+use self::lines::{ScanError, SegmentLines, Step};
 
 /// The segments of the archive in `dir`, in order, and its other files,
 /// after checking that `dir` is a directory.
@@ -94,3 +103,395 @@ pub(crate) fn scan_error(e: ScanError, file: &Path) -> VerifyError {
     }
 }
 
+/// A stream of plain segment bytes.
+type Stream = Box<dyn BufRead + Send>;
+
+/// Reads an archive directory back: every record in order
+/// ([`records`](Self::records)), or one call's trail ([`call`](Self::call)),
+/// from plain and compressed segments alike, checking every line's
+/// checksum.
+///
+/// Memory stays at one line (plus one call's trail for `call`), whatever
+/// the segments' size. The segments are listed when the reader opens; a
+/// segment compressed since then is read from its compressed copy.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{ArchiveConfig, ArchiveLine, ArchiveReader, Archiver};
+/// use callring::call::{AuditEventType, CallState, Details};
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+/// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+/// for _ in 0..3 {
+///     call.log_event(&AuditEventType::ToolInvoked, None, &Details::new()).expect("logged");
+/// }
+/// let _ = call.end();
+/// archiver.stop().expect("clean stop");
+///
+/// let reader = ArchiveReader::open(dir.path()).expect("readable");
+/// let mut records = reader.records();
+/// for record in &mut records {
+///     let record = record.expect("a whole record");
+///     assert_eq!(record.record.call_id(), "call-1");
+///     assert!(record.line >= 1);
+/// }
+/// assert!(records.torn_tail().is_none());
+///
+/// let trail = reader.call("call-1").expect("readable");
+/// let seqs: Vec<u64> = trail.events().map(|e| e.seq).collect();
+/// assert_eq!(seqs, [0, 1, 2]);
+/// assert_eq!(trail.closed().map(|c| c.issued), Some(3));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ArchiveReader {
+    dir: PathBuf,
+    segments: Vec<SegmentPath>,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl ArchiveReader {
+    /// Opens the archive in `dir` (lists its segments; reads nothing yet).
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::NotFound`] / [`VerifyError::NotADirectory`] for a bad
+    /// path, [`VerifyError::Io`] if it cannot be listed.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, VerifyError> {
+        let dir = dir.as_ref();
+        let (segments, _) = list_segments(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segments,
+            bytes_read: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The archive directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Segment files found when the reader opened, in order.
+    #[must_use]
+    pub fn segment_files(&self) -> Vec<&Path> {
+        self.segments.iter().map(|s| s.path.as_path()).collect()
+    }
+
+    /// File bytes this reader has read so far (segments, compressed or
+    /// not, and indexes).
+    #[must_use]
+    pub fn bytes_read(&self) -> u64 {
+        // Relaxed: a statistics counter.
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Every record of every segment, in order, each with its file and
+    /// line. A crash's torn tail at the end of the last segment ends the
+    /// iteration quietly; [`Records::torn_tail`] says where it is. A corrupt
+    /// line (one that is not a record, or whose checksum fails) is an
+    /// error, after which the iteration ends.
+    #[must_use]
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            reader: self,
+            next: 0,
+            current: None,
+            torn_tail: None,
+            done: false,
+        }
+    }
+
+    /// The trail of `call_id`: its events in seq order (duplicates kept),
+    /// then its closed record(s).
+    ///
+    /// A segment with a valid index (see
+    /// [`index_archive`](crate::archive::index_archive)) is read only where
+    /// the index places the call's lines, and not at all if the call has
+    /// none there; a segment without one is read whole.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::Io`] if a segment cannot be read,
+    /// [`VerifyError::Corrupt`] for a line read that is not a record.
+    pub fn call(&self, call_id: &str) -> Result<CallTrail, VerifyError> {
+        let mut trail = CallTrail {
+            call_id: call_id.to_owned(),
+            lines: Vec::new(),
+            indexed: 0,
+            scanned: 0,
+        };
+        let count = Some(&self.bytes_read);
+        for (i, segment) in self.segments.iter().enumerate() {
+            let opened = open_segment(segment, count)?;
+            let plain_len = opened.reader.plain_len();
+            let index = read_index(&self.dir, segment.index, plain_len, Some(&self.bytes_read));
+            if let Some(index) = index {
+                let Some(entry) = index.call(call_id) else {
+                    trail.indexed += 1;
+                    continue;
+                };
+                let before = trail.lines.len();
+                let runs = coalesce(&entry.runs, opened.compressed);
+                drop(opened);
+                if self.read_runs(segment, &runs, call_id, &mut trail.lines)? == entry.records {
+                    trail.indexed += 1;
+                    continue;
+                }
+                // The index does not match the segment: read it whole.
+                trail.lines.truncate(before);
+                let opened = open_segment(segment, count)?;
+                self.scan_segment(opened, false, call_id, &mut trail.lines)?;
+            } else {
+                let last = i + 1 == self.segments.len();
+                self.scan_segment(opened, last, call_id, &mut trail.lines)?;
+            }
+            trail.scanned += 1;
+        }
+        trail.lines.sort_by_key(|line| match line {
+            ArchiveLine::Event(r) => (0, r.seq),
+            ArchiveLine::Closed(_) => (1, 0),
+        });
+        Ok(trail)
+    }
+
+    /// Reads `runs` of `segment`, adding the lines of `call_id` to `out`;
+    /// returns how many there were.
+    fn read_runs(
+        &self,
+        segment: &SegmentPath,
+        runs: &[ByteRun],
+        call_id: &str,
+        out: &mut Vec<ArchiveLine>,
+    ) -> Result<u64, VerifyError> {
+        let mut found = 0;
+        for run in runs {
+            let opened = open_segment(segment, Some(&self.bytes_read))?;
+            let path = opened.path;
+            let src: Stream = opened
+                .reader
+                .range(run.start, run.end)
+                .map_err(|e| IoFailure::new(IoOp::Read, &path, &e))?;
+            let lines = SegmentLines::starting_at(src, run.line, run.start, false);
+            for step in lines {
+                if let Step::Line(scanned) = step.map_err(|e| scan_error(e, &path))? {
+                    if scanned.line.call_id() == call_id {
+                        found += 1;
+                        out.push(scanned.line);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Reads all of a segment, adding the lines of `call_id` to `out`.
+    fn scan_segment(
+        &self,
+        opened: Opened,
+        last: bool,
+        call_id: &str,
+        out: &mut Vec<ArchiveLine>,
+    ) -> Result<(), VerifyError> {
+        let Opened {
+            reader,
+            path,
+            compressed,
+        } = opened;
+        let src: Stream = reader
+            .all()
+            .map_err(|e| IoFailure::new(IoOp::Read, &path, &e))?;
+        for step in SegmentLines::new(src, last && !compressed) {
+            match step.map_err(|e| scan_error(e, &path))? {
+                Step::Line(scanned) if scanned.line.call_id() == call_id => out.push(scanned.line),
+                Step::Line(_) | Step::Torn { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `runs` to read: as they are from a plain segment; from a compressed
+/// one, runs closer than a frame merge (each read decompresses from the
+/// start of its frame).
+fn coalesce(runs: &[ByteRun], compressed: bool) -> Vec<ByteRun> {
+    let mut out: Vec<ByteRun> = Vec::with_capacity(runs.len());
+    for &run in runs {
+        match out.last_mut() {
+            Some(last) if compressed && run.start - last.end < FRAME_BYTES as u64 => {
+                last.end = run.end;
+            }
+            _ => out.push(run),
+        }
+    }
+    out
+}
+
+/// One record of the archive and where it is.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LocatedLine {
+    /// The segment file.
+    pub file: Arc<Path>,
+    /// The segment's index (its number).
+    pub segment: u64,
+    /// The line, 1-based.
+    pub line: u64,
+    /// The line's offset in the plain segment.
+    pub offset: u64,
+    /// The record.
+    pub record: ArchiveLine,
+}
+
+/// One call's trail as [`ArchiveReader::call`] read it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CallTrail {
+    /// The call.
+    pub call_id: String,
+    /// Its lines: events in seq order (duplicates kept), then closed
+    /// records.
+    pub lines: Vec<ArchiveLine>,
+    /// Segments answered by their index (read only where the call is, or
+    /// not at all).
+    pub indexed: u64,
+    /// Segments read whole (no valid index).
+    pub scanned: u64,
+}
+
+impl CallTrail {
+    /// The event records, in seq order.
+    pub fn events(&self) -> impl Iterator<Item = &ArchiveRecord> + '_ {
+        self.lines.iter().filter_map(|line| match line {
+            ArchiveLine::Event(r) => Some(r),
+            ArchiveLine::Closed(_) => None,
+        })
+    }
+
+    /// The closed record, if the call ended (the first, if several).
+    #[must_use]
+    pub fn closed(&self) -> Option<&ClosedRecord> {
+        self.lines.iter().find_map(|line| match line {
+            ArchiveLine::Closed(c) => Some(c),
+            ArchiveLine::Event(_) => None,
+        })
+    }
+
+    /// No record of the call was found.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// The segment being read by [`Records`].
+struct Current {
+    file: Arc<Path>,
+    segment: u64,
+    plain_len: u64,
+    lines: SegmentLines<Stream>,
+}
+
+/// Every record of an archive, in order: see [`ArchiveReader::records`].
+#[must_use = "an iterator does nothing unless consumed"]
+pub struct Records<'a> {
+    reader: &'a ArchiveReader,
+    next: usize,
+    current: Option<Current>,
+    torn_tail: Option<TornTail>,
+    done: bool,
+}
+
+impl fmt::Debug for Records<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Records")
+            .field("dir", &self.reader.dir)
+            .field("file", &self.current.as_ref().map(|c| &c.file))
+            .field("torn_tail", &self.torn_tail)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Records<'_> {
+    /// The torn tail that ended the iteration, if a crash left one at the
+    /// end of the last segment (known once the iteration has ended).
+    #[must_use]
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
+    }
+
+    fn open_next(&mut self) -> Result<bool, VerifyError> {
+        let segments = &self.reader.segments;
+        let Some(segment) = segments.get(self.next) else {
+            return Ok(false);
+        };
+        self.next += 1;
+        let opened = open_segment(segment, Some(&self.reader.bytes_read))?;
+        let plain_len = opened.reader.plain_len();
+        let src: Stream = opened
+            .reader
+            .all()
+            .map_err(|e| IoFailure::new(IoOp::Read, &opened.path, &e))?;
+        let last = self.next == segments.len();
+        self.current = Some(Current {
+            file: Arc::from(opened.path),
+            segment: segment.index,
+            plain_len,
+            lines: SegmentLines::new(src, last && !opened.compressed),
+        });
+        Ok(true)
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<LocatedLine, VerifyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let Some(current) = &mut self.current else {
+                match self.open_next() {
+                    Ok(true) => continue,
+                    Ok(false) => self.done = true,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            };
+            match current.lines.next_step() {
+                None => self.current = None,
+                Some(Ok(Step::Line(scanned))) => {
+                    return Some(Ok(LocatedLine {
+                        file: Arc::clone(&current.file),
+                        segment: current.segment,
+                        line: scanned.number,
+                        offset: scanned.offset,
+                        record: scanned.line,
+                    }))
+                }
+                Some(Ok(Step::Torn { number, offset })) => {
+                    self.torn_tail = Some(TornTail {
+                        file: current.file.to_path_buf(),
+                        line: number,
+                        offset,
+                        bytes: current.plain_len.saturating_sub(offset),
+                        truncated: false,
+                    });
+                    self.done = true;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(scan_error(e, &current.file)));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl std::iter::FusedIterator for Records<'_> {}
