@@ -5,14 +5,16 @@
 //! A batch never spans two segments and never reads past the durable end,
 //! so it never holds a torn line nor a record a crash could take back.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{self, BufRead, Read};
+use std::path::{Path, PathBuf};
 
 use super::ShipError;
 use crate::archive::error::{IoFailure, IoOp};
-use crate::archive::record::{parse_line, segment_name, sort_segments, ArchiveLine};
+use crate::archive::record::{
+    compressed_segment_name, parse_line, segment_name, sort_segments, ArchiveLine,
+};
 use crate::archive::ship::Batch;
+use crate::archive::spool::zst::SegmentReader;
 use crate::archive::SpoolPosition;
 use crate::call::AuditEvent;
 
@@ -30,6 +32,26 @@ pub(super) enum Next {
     CaughtUp(SpoolPosition),
 }
 
+/// Opens segment `index` of `dir`, plain or compressed (positions are plain
+/// offsets either way); `None` if it is in neither form.
+///
+/// The compressed copy first: it wins when a crash left both. Then the
+/// plain file, then the compressed copy again: the sealer may have replaced
+/// the plain file in between (it renames the compressed copy into place,
+/// whole, before it removes the plain one).
+fn open_segment(dir: &Path, index: u64) -> Result<Option<(SegmentReader, PathBuf)>, ShipError> {
+    let compressed = dir.join(compressed_segment_name(index));
+    let plain = dir.join(segment_name(index));
+    for (path, is_compressed) in [(&compressed, true), (&plain, false), (&compressed, true)] {
+        match SegmentReader::open(path, is_compressed) {
+            Ok(reader) => return Ok(Some((reader, path.clone()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(read_failure(path, IoOp::Open, &e)),
+        }
+    }
+    Ok(None)
+}
+
 /// Reads the next batch after `from`, at most `max_records` lines and about
 /// `max_bytes` bytes, never past `end`.
 pub(super) fn next_batch(
@@ -44,27 +66,20 @@ pub(super) fn next_batch(
         if at >= end {
             return Ok(Next::CaughtUp(at));
         }
-        let path = dir.join(segment_name(at.segment));
         let whole = at.segment < end.segment;
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // A run that wrote nothing leaves no file; retention may have
-                // removed old ones. Go on with the next segment that exists.
-                match next_segment(dir, at.segment)? {
-                    Some(index) if index <= end.segment => {
-                        at = SpoolPosition::new(index, 0);
-                        continue;
-                    }
-                    _ => return Ok(Next::CaughtUp(SpoolPosition::new(end.segment, 0).max(at))),
+        let Some((reader, path)) = open_segment(dir, at.segment)? else {
+            // A run that wrote nothing leaves no file; retention may have
+            // removed old ones. Go on with the next segment that exists.
+            match next_segment(dir, at.segment)? {
+                Some(index) if index <= end.segment => {
+                    at = SpoolPosition::new(index, 0);
+                    continue;
                 }
+                _ => return Ok(Next::CaughtUp(SpoolPosition::new(end.segment, 0).max(at))),
             }
-            Err(e) => return Err(read_failure(&path, IoOp::Open, &e)),
         };
         let limit = if whole {
-            file.metadata()
-                .map_err(|e| read_failure(&path, IoOp::Read, &e))?
-                .len()
+            reader.plain_len()
         } else {
             end.offset
         };
@@ -75,15 +90,19 @@ pub(super) fn next_batch(
             }
             return Ok(Next::CaughtUp(at));
         }
-        let mut want = max_bytes.max(1);
+        let mut src = reader
+            .range(at.offset, limit)
+            .map_err(|e| read_failure(&path, IoOp::Read, &e))?;
+        let mut buf = Vec::new();
+        let mut want = max_bytes.max(1) as u64;
         loop {
-            let len = (limit - at.offset).min(want as u64) as usize;
-            let mut buf = vec![0; len];
-            file.seek(SeekFrom::Start(at.offset))
-                .and_then(|_| file.read_exact(&mut buf))
+            let asked = want - buf.len() as u64;
+            let got = (&mut src)
+                .take(asked)
+                .read_to_end(&mut buf)
                 .map_err(|e| read_failure(&path, IoOp::Read, &e))?;
             let Some(last_newline) = buf.iter().rposition(|&b| b == b'\n') else {
-                if (len as u64) < limit - at.offset {
+                if got as u64 == asked {
                     // One line longer than the read: read more.
                     want = want.saturating_mul(2);
                     continue;
@@ -175,25 +194,34 @@ pub(super) fn count_lines(
     let mut count = 0;
     let mut at = from;
     while at < end {
-        let path = dir.join(segment_name(at.segment));
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match next_segment(dir, at.segment)? {
+        let Some((reader, path)) = open_segment(dir, at.segment)? else {
+            match next_segment(dir, at.segment)? {
                 Some(index) if index <= end.segment => {
                     at = SpoolPosition::new(index, 0);
                     continue;
                 }
                 _ => break,
-            },
-            Err(e) => return Err(read_failure(&path, IoOp::Read, &e)),
+            }
         };
         let stop = if at.segment < end.segment {
-            bytes.len()
+            u64::MAX
         } else {
-            (end.offset as usize).min(bytes.len())
+            end.offset
         };
-        let start = (at.offset as usize).min(stop);
-        count += bytes[start..stop].iter().filter(|&&b| b == b'\n').count() as u64;
+        let mut src = reader
+            .range(at.offset, stop)
+            .map_err(|e| read_failure(&path, IoOp::Read, &e))?;
+        loop {
+            let chunk = src
+                .fill_buf()
+                .map_err(|e| read_failure(&path, IoOp::Read, &e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            count += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+            let used = chunk.len();
+            src.consume(used);
+        }
         if at.segment >= end.segment {
             break;
         }
@@ -299,6 +327,55 @@ mod tests {
             next_batch(dir.path(), second.end, end, 100, 1 << 20).expect("reads"),
             Next::CaughtUp(_)
         ));
+    }
+
+    /// A segment compressed behind the shipper's back (the plain file
+    /// replaced by its compressed copy) is read from the compressed copy at
+    /// the same plain offset.
+    #[test]
+    fn a_segment_compressed_meanwhile_is_read_on_at_the_same_offset() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lines: String = (0..20_000).map(|s| event("a", s)).collect();
+        let plain = dir.path().join(segment_name(1));
+        std::fs::write(&plain, &lines).expect("written");
+        std::fs::write(dir.path().join(segment_name(2)), event("b", 0)).expect("written");
+        let end = SpoolPosition::new(3, 0);
+        let first = batch(
+            next_batch(dir.path(), SpoolPosition::new(1, 0), end, 7_000, 1 << 30).expect("reads"),
+        );
+        assert_eq!(first.events.seq.last(), Some(&6_999));
+
+        let mut compressed = Vec::new();
+        let mut src = std::io::BufReader::new(std::fs::File::open(&plain).expect("opens"));
+        crate::archive::spool::zst::compress(&mut src, &mut compressed, 3).expect("compresses");
+        assert!(compressed.len() < lines.len() / 4);
+        std::fs::write(dir.path().join(compressed_segment_name(1)), &compressed).expect("written");
+        std::fs::remove_file(&plain).expect("removed");
+
+        let second =
+            batch(next_batch(dir.path(), first.end, end, 100_000, 1 << 30).expect("reads"));
+        assert_eq!(second.segment, 1);
+        assert_eq!(second.events.seq, (7_000..20_000).collect::<Vec<_>>());
+        assert_eq!(second.events.offset[0], first.end.offset as i64);
+        assert_eq!(second.end, SpoolPosition::new(1, lines.len() as u64));
+        // A byte limit inside the compressed segment: whole lines still.
+        let small = batch(next_batch(dir.path(), first.end, end, 100, 10).expect("reads"));
+        assert_eq!(small.events.seq, [7_000]);
+        let third = batch(next_batch(dir.path(), second.end, end, 100, 1 << 20).expect("reads"));
+        assert_eq!((third.segment, third.events.seq.clone()), (2, vec![0]));
+        assert_eq!(
+            count_lines(dir.path(), first.end, end).expect("counts"),
+            13_001
+        );
+        assert_eq!(
+            count_lines(
+                dir.path(),
+                SpoolPosition::default(),
+                SpoolPosition::new(1, first.end.offset)
+            )
+            .expect("counts"),
+            7_000
+        );
     }
 
     #[test]
