@@ -495,3 +495,6 @@ impl Iterator for Records<'_> {
 }
 
 impl std::iter::FusedIterator for Records<'_> {}
+
+#[cfg(all(test, not(loom)))]
+mod tests;
