@@ -49,7 +49,7 @@ fn closed_line(out: &mut Vec<u8>, call_id: &str, issued: u64) {
 /// far>"}` and the newline.
 fn seal(out: &mut Vec<u8>, start: usize) {
     let crc = crc32c::crc32c(&out[start..]);
-    write!(out, ",\"crc\":\"{crc:08x}\"}}\n").expect("a Vec takes writes");
+    writeln!(out, ",\"crc\":\"{crc:08x}\"}}").expect("a Vec takes writes");
 }
 
 #[test]

@@ -195,7 +195,6 @@ impl ArchiveReader {
     /// iteration quietly; [`Records::torn_tail`] says where it is. A corrupt
     /// line (one that is not a record, or whose checksum fails) is an
     /// error, after which the iteration ends.
-    #[must_use]
     pub fn records(&self) -> Records<'_> {
         Records {
             reader: self,
