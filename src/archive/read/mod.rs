@@ -217,6 +217,43 @@ impl ArchiveReader {
     ///
     /// [`VerifyError::Io`] if a segment cannot be read,
     /// [`VerifyError::Corrupt`] for a line read that is not a record.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{index_archive, ArchiveConfig, ArchiveReader, Archiver};
+    /// use callring::call::{AuditEventType, CallState, Details};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let calls: Vec<CallState> = (0..20)
+    ///     .map(|i| {
+    ///         let id = format!("call-{i}");
+    ///         CallState::builder(&id).audit_archive(archiver.sink(&id)).build()
+    ///     })
+    ///     .collect();
+    /// for call in &calls {
+    ///     for _ in 0..100 {
+    ///         call.log_event(&AuditEventType::ToolInvoked, None, &Details::new()).expect("logged");
+    ///     }
+    ///     let _ = call.end();
+    /// }
+    /// archiver.stop().expect("clean stop");
+    /// index_archive(dir.path()).expect("indexed");
+    ///
+    /// let reader = ArchiveReader::open(dir.path()).expect("readable");
+    /// let trail = reader.call("call-7").expect("readable");
+    /// assert_eq!(trail.events().count(), 100);
+    /// assert_eq!(trail.indexed, 1);
+    /// let archive_bytes: u64 = reader
+    ///     .segment_files()
+    ///     .iter()
+    ///     .map(|f| std::fs::metadata(f).expect("exists").len())
+    ///     .sum();
+    /// assert!(reader.bytes_read() < archive_bytes / 4); // its lines and the index only
+    /// # }
+    /// ```
     pub fn call(&self, call_id: &str) -> Result<CallTrail, VerifyError> {
         let mut trail = CallTrail {
             call_id: call_id.to_owned(),
