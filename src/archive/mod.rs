@@ -175,8 +175,8 @@ mod verify;
 mod writer;
 
 pub use config::{
-    ArchiveConfig, ArchiveSettings, DEFAULT_CHANNEL_CAPACITY, DEFAULT_FSYNC_EVERY,
-    DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
+    ArchiveConfig, ArchiveSettings, DEFAULT_CHANNEL_CAPACITY, DEFAULT_COMPRESSION_LEVEL,
+    DEFAULT_FSYNC_EVERY, DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
 };
 pub use error::{ArchiveError, ArchiveStatus, FaultEvent, IoFailure, IoOp};
 pub use record::{
@@ -194,6 +194,8 @@ pub use ship::shipper::{
 pub use ship::sqlite::{verify_sqlite, Sqlite, SqliteArchiver};
 pub use spool::fs::{ArchiveFs, ReadFile, SegmentFile, StdFs, LOCK_FILE};
 pub use spool::position::SpoolPosition;
+pub use spool::retention::{prune_before, PruneReport, PrunedCall, PrunedSegment};
+pub use spool::seal::{compress_archive, CompressReport};
 pub use spool::{Archiver, JsonLines};
 pub use stats::ArchiveStats;
 pub use verify::report::{CallReport, CallStatus, SegmentReport, SeqRange, TornTail, VerifyReport};

@@ -304,7 +304,7 @@ fn scan(
     let mut events = 0;
     for (i, segment) in segments.iter().enumerate() {
         let path = &segment.path;
-        let bytes = fs::read(path).map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;
+        let bytes = read_plain(segment).map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;
         let is_last = i + 1 == segments.len();
         let tail = if is_last {
             torn_tail_start(&bytes)
@@ -381,6 +381,16 @@ fn scan(
         calls,
         torn_tail,
     })
+}
+
+/// A segment's plain bytes, decompressed if need be.
+fn read_plain(segment: &crate::archive::record::SegmentPath) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    crate::archive::spool::zst::SegmentReader::open(&segment.path, segment.compressed)?
+        .all()?
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Cuts `path` (read as `len` bytes) back to `start` and fsyncs it, unless it

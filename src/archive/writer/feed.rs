@@ -548,7 +548,7 @@ impl Shared {
 
     /// Calls the host's fault callback. It runs on the archiver's thread; a
     /// panic in it is caught (and ignored) so it cannot stop the archiver.
-    fn tell(&self, event: &FaultEvent) {
+    pub(crate) fn tell(&self, event: &FaultEvent) {
         if let Some(callback) = &self.on_fault {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(event)));
         }
