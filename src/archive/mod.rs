@@ -167,6 +167,7 @@
 
 mod config;
 mod error;
+mod notes;
 mod record;
 mod ship;
 mod spool;
@@ -179,9 +180,10 @@ pub use config::{
     DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
 };
 pub use error::{ArchiveError, ArchiveStatus, FaultEvent, IoFailure, IoOp};
+pub use notes::read_notes;
 pub use record::{
     compressed_segment_name, segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord,
-    LineError, Origin, SCHEMA_VERSION,
+    LineError, NoteRecord, Origin, SCHEMA_VERSION,
 };
 #[cfg(feature = "postgres")]
 pub use ship::postgres::verify_postgres;
