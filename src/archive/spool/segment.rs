@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::archive::error::{IoFailure, IoOp};
-use crate::archive::record::{encode_closed, encode_line, encode_logged, segment_name, Origin};
+use crate::archive::record::{
+    encode_closed, encode_line, encode_logged, encode_note, segment_name, Origin,
+};
 use crate::archive::spool::fs::{ArchiveFs, SegmentFile};
 use crate::archive::spool::position::SpoolPosition;
 use crate::archive::stats::add;
@@ -217,6 +219,12 @@ impl Destination for Segments {
                 issued,
                 at,
             } => encode_closed(&call_id, issued, at, &mut self.line),
+            Entry::Note {
+                call_id,
+                reason,
+                seq,
+                note,
+            } => encode_note(&call_id, seq, reason, &note, &mut self.line),
         }
         let len = self.synced_len + self.pending.len() as u64;
         let fits = len == 0 || len + self.line.len() as u64 <= self.limit;
