@@ -330,3 +330,58 @@ fn notes_are_not_archived_by_default() {
     assert!(read_notes(dir.path(), "c").expect("readable").is_empty());
     assert_eq!(verify(dir.path()).expect("readable").calls["c"].notes, 0);
 }
+
+/// The SQLite side keeps audit only: the shipper reads past note lines
+/// (its progress and lag move past them) and ships the events and closed
+/// records; the SQLite archiver's sinks refuse notes back to the call.
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_ships_and_keeps_audit_only_and_refuses_notes() {
+    use callring::archive::{verify_sqlite, Shipper, ShipperConfig, SqliteArchiver};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = dir.path().join("spool");
+    let db = dir.path().join("audit.sqlite");
+    let archiver = Archiver::start(&spool, ArchiveConfig::default()).expect("opens");
+    let shipper =
+        Shipper::start_sqlite(&archiver, &db, ShipperConfig::new("host-1")).expect("starts");
+    let call = call(&archiver, "c", 2);
+    for i in 0..10 {
+        call.append_note(&format!("n{i}")).expect("live call");
+        if i % 5 == 0 {
+            call.log_event(&AuditEventType::ToolInvoked, None, &Details::new())
+                .expect("archived");
+        }
+    }
+    let _ = call.end();
+    archiver.flush().expect("durable");
+    wait_for("the shipper to catch up", || {
+        shipper.status().lag_records == 0 && shipper.status().stats.records == 3
+    });
+    archiver.stop().expect("clean stop");
+    let stats = shipper.stop().expect("everything shipped");
+    assert_eq!((stats.events_inserted, stats.closed_inserted), (2, 1));
+    let report = verify_sqlite(&db).expect("verified");
+    assert!(report.is_complete(), "{report}");
+    assert_eq!((report.calls["c"].events, report.calls["c"].notes), (2, 0));
+    assert_eq!(read_notes(&spool, "c").expect("readable").len(), 10);
+
+    let table = dir.path().join("table.sqlite");
+    let sqlite = SqliteArchiver::start(&table, ArchiveConfig::default()).expect("opens");
+    let call = CallState::builder("d")
+        .limits(Limits::new(1, 1).expect("valid"))
+        .notes_archive(sqlite.sink("d"))
+        .build();
+    call.append_note("first").expect("live call");
+    call.append_note("second")
+        .expect("stored; evicts first: refused");
+    let _ = call.end(); // drains second: refused
+    let refused: Vec<String> = call
+        .take_refused_notes()
+        .into_iter()
+        .map(|n| n.text)
+        .collect();
+    assert_eq!(refused, ["first", "second"]);
+    let stats = sqlite.stop().expect("clean stop");
+    assert_eq!((stats.notes, stats.refused), (0, 2));
+}

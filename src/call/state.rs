@@ -1385,8 +1385,10 @@ impl CallState {
     /// Ends the call: later events (and, once the notes ring is closed,
     /// notes) are refused; waits for events already being logged; closes
     /// both rings; an eviction sink gets what is left in its ring (with
-    /// [`Reason::Drained`](crate::Reason::Drained)); the archive gets the
-    /// closed record, which carries the number of seqs issued.
+    /// [`Reason::Drained`](crate::Reason::Drained)), the notes sink (or
+    /// [notes archive](CallStateBuilder::notes_archive)) the notes first;
+    /// the archive gets the closed record, which carries the number of seqs
+    /// issued, after them.
     ///
     /// Whoever calls it, it returns only once the trail has been handed
     /// over: a second `end` racing the first waits for the first to finish,
