@@ -105,14 +105,19 @@ fn archive_notes_archives_every_note_once() {
         .unwrap_or_else(|| panic!("no notes line: {stdout}"));
     assert!(line.ends_with("(verified)"), "{line}");
     assert!(
-        line.contains(&format!(" {appended} of {appended} appended, each once (0 twice")),
+        line.contains(&format!(
+            " {appended} of {appended} appended, each once (0 twice"
+        )),
         "{line}"
     );
     assert!(appended > 0, "{stdout}");
     assert!(stdout.contains(" 0 gaps, 0 duplicates"), "{stdout}");
     let report = callring::archive::verify(&archive).expect("readable");
     assert!(report.is_complete(), "{report}");
-    assert_eq!(report.calls.values().map(|c| c.notes).sum::<u64>(), appended);
+    assert_eq!(
+        report.calls.values().map(|c| c.notes).sum::<u64>(),
+        appended
+    );
 }
 
 #[test]
