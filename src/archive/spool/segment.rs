@@ -16,7 +16,9 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use crate::archive::error::{IoFailure, IoOp};
-use crate::archive::record::{encode_closed, encode_line, encode_logged, segment_name, Origin};
+use crate::archive::record::{
+    encode_closed, encode_line, encode_logged, encode_note, segment_name, Origin,
+};
 use crate::archive::spool::fs::{ArchiveFs, SegmentFile};
 use crate::archive::spool::position::SpoolPosition;
 use crate::archive::spool::seal::Job;
@@ -227,6 +229,12 @@ impl Destination for Segments {
                 issued,
                 at,
             } => encode_closed(&call_id, issued, at, &mut self.line),
+            Entry::Note {
+                call_id,
+                reason,
+                seq,
+                note,
+            } => encode_note(&call_id, seq, reason, &note, &mut self.line),
         }
         let len = self.synced_len + self.pending.len() as u64;
         let fits = len == 0 || len + self.line.len() as u64 <= self.limit;

@@ -261,6 +261,8 @@ struct Trail {
     closed: Vec<u64>,
     logged: u64,
     drained: u64,
+    /// Note lines: counted, never judged (they are not audit events).
+    notes: u64,
 }
 
 fn scan(
@@ -337,6 +339,7 @@ fn scan(
                         events += 1;
                     }
                     ArchiveLine::Closed(closed) => trail.closed.push(closed.issued),
+                    ArchiveLine::Note(_) => trail.notes += 1,
                 }
                 in_segment += 1;
                 f(record);
@@ -363,7 +366,8 @@ fn scan(
     let calls: BTreeMap<String, CallReport> = trails
         .into_iter()
         .map(|(id, t)| {
-            let report = CallReport::from_seqs(t.seqs, &t.closed, t.logged, t.drained);
+            let mut report = CallReport::from_seqs(t.seqs, &t.closed, t.logged, t.drained);
+            report.notes = t.notes;
             (id, report)
         })
         .collect();
