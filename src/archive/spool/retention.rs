@@ -85,6 +85,9 @@ pub struct PrunedCall {
     /// The seqs it issued, if its closed record was in the segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued: Option<u64>,
+    /// Its archived notes (not audit events).
+    #[serde(default)]
+    pub notes: u64,
 }
 
 /// What a prune removed.
@@ -420,6 +423,7 @@ fn summarize(segment: &SegmentPath) -> Result<PrunedSegment, IoFailure> {
         let (at, call) = match &record {
             ArchiveLine::Event(e) => (e.at, &e.call_id),
             ArchiveLine::Closed(c) => (c.at, &c.call_id),
+            ArchiveLine::Note(n) => (n.at, &n.call_id),
         };
         out.first_at = Some(out.first_at.map_or(at, |t| t.min(at)));
         out.last_at = Some(out.last_at.map_or(at, |t| t.max(at)));
@@ -434,6 +438,7 @@ fn summarize(segment: &SegmentPath) -> Result<PrunedSegment, IoFailure> {
                 entry.1.events += 1;
             }
             ArchiveLine::Closed(c) => entry.1.issued = Some(c.issued),
+            ArchiveLine::Note(_) => entry.1.notes += 1,
         }
     }
     for (call_id, (mut list, mut call)) in seqs {
@@ -464,6 +469,7 @@ mod tests {
                 seqs: vec![SeqRange { first: 0, last: 9 }],
                 events: 10,
                 issued: Some(10),
+                notes: 2,
             },
         );
         let segment = PrunedSegment {
