@@ -93,6 +93,10 @@ struct Options {
     /// same archive, and verify that each note is there exactly once.
     #[arg(long)]
     archive_notes: bool,
+    /// Compress sealed segments in the background while the host runs
+    /// (zstd), and the last one after it stops; report the ratio.
+    #[arg(long)]
+    compress: bool,
 }
 
 /// One slot of the host: the call currently in it is `call-{slot}-{generation}`.
@@ -261,7 +265,7 @@ fn run(o: &Options) -> Result<bool, String> {
     let prefix = format!("{host_id}/{run_id}/");
     let prefix: &str = &prefix;
     let archiver = Arc::new(
-        Archiver::start(&dir, ArchiveConfig::default())
+        Archiver::start(&dir, ArchiveConfig::default().compress(o.compress))
             .map_err(|e| format!("cannot start the archive in {}: {e}", dir.display()))?,
     );
     #[cfg(feature = "postgres")]
@@ -464,6 +468,15 @@ fn run(o: &Options) -> Result<bool, String> {
     let archive_stats = archiver
         .stop()
         .map_err(|e| format!("archive failed to stop cleanly: {e}"))?;
+    // The segment written last is sealed by the stop: compress it too.
+    let after_stop = if o.compress {
+        Some(
+            archive::compress_archive(&dir, archive::DEFAULT_COMPRESSION_LEVEL)
+                .map_err(|e| format!("cannot compress the archive's last segment: {e}"))?,
+        )
+    } else {
+        None
+    };
     let totals = totals.into_inner().expect("not poisoned");
     // One pass: the verifier's report, and each archived note checked
     // against the notes its call appended.
@@ -564,6 +577,28 @@ fn run(o: &Options) -> Result<bool, String> {
         archive_stats.bytes / 1_000_000,
         dir.display()
     );
+    if let Some(last) = after_stop {
+        let on_disk: u64 = std::fs::read_dir(&dir)
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let s = &archive_stats;
+        println!(
+            "  compression        {} segments by the sealer while running ({} MB -> {} MB, {:.2} s of its thread), {} after the stop ({:.2} s); {} MB plain -> {} MB on disk ({:.1}x)",
+            s.compressed_segments,
+            s.compressed_plain_bytes / 1_000_000,
+            s.compressed_bytes / 1_000_000,
+            s.compress_micros as f64 / 1e6,
+            last.segments,
+            last.elapsed.as_secs_f64(),
+            s.bytes / 1_000_000,
+            on_disk / 1_000_000,
+            s.bytes as f64 / on_disk.max(1) as f64
+        );
+    }
     if let Some(peak) = peak_memory() {
         println!("  peak memory        {peak}");
     }

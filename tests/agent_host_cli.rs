@@ -120,6 +120,42 @@ fn archive_notes_archives_every_note_once() {
     );
 }
 
+/// With `--compress` the archive ends up compressed, every segment, and
+/// still verifies; the report gives the ratio.
+#[test]
+fn compress_leaves_only_compressed_segments_that_verify() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    let out = run(&[
+        "--calls",
+        "20",
+        "--agents",
+        "2",
+        "--seconds",
+        "1",
+        "--archive",
+        archive.to_str().expect("utf-8 path"),
+        "--compress",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("compression"))
+        .unwrap_or_else(|| panic!("no compression line: {stdout}"));
+    assert!(line.contains("MB on disk ("), "{line}");
+    assert!(stdout.contains("(verified)"), "{stdout}");
+    let names: Vec<String> = std::fs::read_dir(&archive)
+        .expect("listed")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("audit-"))
+        .collect();
+    assert!(!names.is_empty());
+    assert!(names.iter().all(|n| n.ends_with(".jsonl.zst")), "{names:?}");
+    let report = callring::archive::verify(&archive).expect("readable");
+    assert!(report.is_complete() && report.records > 0, "{report}");
+}
+
 #[test]
 fn bad_options_exit_2_with_a_message() {
     for args in [
