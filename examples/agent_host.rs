@@ -27,6 +27,11 @@
 //! start time in unix seconds), so hosts and runs never collide in a fleet
 //! archive.
 //!
+//! With `--archive-notes` every call also archives its notes (each note as
+//! it leaves the call's ring, evicted or drained at the end) into the same
+//! archive, and the report gains a `notes archived` line: every note of
+//! every ended call found in the archive exactly once.
+//!
 //! Exit status: 0 when the archive verifies, 1 when it does not, 2 for bad
 //! options or an unusable archive directory.
 
@@ -37,7 +42,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use callring::archive::{self, ArchiveConfig, Archiver};
+use std::collections::HashMap;
+
+use callring::archive::{self, ArchiveConfig, ArchiveLine, Archiver};
 use callring::call::{AuditEventType, CallSummary, Details, Limits};
 use callring::host::{CallRegistry, EndedCall};
 use clap::Parser;
@@ -82,6 +89,14 @@ struct Options {
     /// runs, then verify it there.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
+    /// Archive every call's notes too (evicted and drained ones) into the
+    /// same archive, and verify that each note is there exactly once.
+    #[arg(long)]
+    archive_notes: bool,
+    /// Compress sealed segments in the background while the host runs
+    /// (zstd), and the last one after it stops; report the ratio.
+    #[arg(long)]
+    compress: bool,
 }
 
 /// One slot of the host: the call currently in it is `call-{slot}-{generation}`.
@@ -142,6 +157,9 @@ struct Totals {
     closed_records: u64,
     writer_waits: u64,
     reader_skips: u64,
+    notes_refused: u64,
+    /// Notes appended per ended call (with `--archive-notes`).
+    notes_by_call: HashMap<String, u64>,
 }
 
 impl Totals {
@@ -149,6 +167,7 @@ impl Totals {
         let s = &ended.summary;
         self.calls += 1;
         self.events_refused += ended.refused_audit.len() as u64;
+        self.notes_refused += ended.refused_notes.len() as u64;
         if let callring::call::EndOutcome::Ended {
             closed_record: true,
             ..
@@ -160,11 +179,42 @@ impl Totals {
             self.calls_with_events += 1;
         }
         self.notes_appended += s.metrics.notes.appended;
+        self.notes_by_call
+            .insert(s.call_id.clone(), s.metrics.notes.appended);
         self.notes_evicted += s.metrics.notes.evicted;
         self.events_appended += s.metrics.audit.appended;
         self.events_written += s.metrics.audit_written;
         self.writer_waits += s.metrics.notes.writer_waits + s.metrics.audit.writer_waits;
         self.reader_skips += s.metrics.notes.reader_skips + s.metrics.audit.reader_skips;
+    }
+}
+
+/// One call's archived notes while the archive is read: a bit per note seq.
+#[derive(Default)]
+struct NotesSeen {
+    bits: Vec<u64>,
+    once: u64,
+    twice: u64,
+    unknown: u64,
+}
+
+impl NotesSeen {
+    /// Note `seq` of a call that appended `appended` notes.
+    fn see(&mut self, seq: u64, appended: u64) {
+        if seq >= appended {
+            self.unknown += 1;
+            return;
+        }
+        if self.bits.is_empty() {
+            self.bits = vec![0; appended.div_ceil(64) as usize];
+        }
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.once += 1;
+        } else {
+            self.twice += 1;
+        }
     }
 }
 
@@ -215,7 +265,7 @@ fn run(o: &Options) -> Result<bool, String> {
     let prefix = format!("{host_id}/{run_id}/");
     let prefix: &str = &prefix;
     let archiver = Arc::new(
-        Archiver::start(&dir, ArchiveConfig::default())
+        Archiver::start(&dir, ArchiveConfig::default().compress(o.compress))
             .map_err(|e| format!("cannot start the archive in {}: {e}", dir.display()))?,
     );
     #[cfg(feature = "postgres")]
@@ -233,11 +283,16 @@ fn run(o: &Options) -> Result<bool, String> {
     #[cfg(feature = "postgres")]
     let mut max_ship_lag = (0u64, Duration::ZERO);
     let registry = {
-        let archiver = Arc::clone(&archiver);
-        CallRegistry::builder()
+        let audit = Arc::clone(&archiver);
+        let builder = CallRegistry::builder()
             .limits(|_script| Ok(Limits::default()))
-            .audit_archive(move |id| archiver.sink(id))
-            .build()
+            .audit_archive(move |id| audit.sink(id));
+        if o.archive_notes {
+            let notes = Arc::clone(&archiver);
+            builder.notes_sink(move |id| notes.sink(id)).build()
+        } else {
+            builder.build()
+        }
     };
 
     let slots: Vec<Slot> = (0..o.calls)
@@ -413,7 +468,32 @@ fn run(o: &Options) -> Result<bool, String> {
     let archive_stats = archiver
         .stop()
         .map_err(|e| format!("archive failed to stop cleanly: {e}"))?;
-    let report = archive::verify(&dir).map_err(|e| format!("cannot verify the archive: {e}"))?;
+    // The segment written last is sealed by the stop: compress it too.
+    let after_stop = if o.compress {
+        Some(
+            archive::compress_archive(&dir, archive::DEFAULT_COMPRESSION_LEVEL)
+                .map_err(|e| format!("cannot compress the archive's last segment: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let totals = totals.into_inner().expect("not poisoned");
+    // One pass: the verifier's report, and each archived note checked
+    // against the notes its call appended.
+    let mut notes_seen: HashMap<String, NotesSeen> = HashMap::new();
+    let mut notes_of_unknown_calls = 0u64;
+    let report = archive::read_archive_lines(&dir, |line| {
+        if let ArchiveLine::Note(note) = line {
+            match totals.notes_by_call.get(&note.call_id) {
+                Some(&appended) => notes_seen
+                    .entry(note.call_id)
+                    .or_default()
+                    .see(note.seq, appended),
+                None => notes_of_unknown_calls += 1,
+            }
+        }
+    })
+    .map_err(|e| format!("cannot verify the archive: {e}"))?;
     #[cfg(feature = "postgres")]
     let shipped = match (shipper, &o.postgres, ship_at_end) {
         (Some(shipper), Some(url), Some(at_end)) => Some(finish_shipping(
@@ -428,7 +508,6 @@ fn run(o: &Options) -> Result<bool, String> {
         _ => None,
     };
 
-    let totals = totals.into_inner().expect("not poisoned");
     let appended = totals.notes_appended + totals.events_appended;
     let secs = run_time.as_secs_f64();
     let pct = |q: f64| Duration::from_nanos(snapshot_hist.value_at_quantile(q));
@@ -457,8 +536,13 @@ fn run(o: &Options) -> Result<bool, String> {
         raced.load(Ordering::Relaxed)
     );
     println!(
-        "  notes evicted      {} (no notes sink: dropped by design)",
-        totals.notes_evicted
+        "  notes evicted      {} ({})",
+        totals.notes_evicted,
+        if o.archive_notes {
+            "archived as they left the ring"
+        } else {
+            "no notes sink: dropped by design; --archive-notes keeps them"
+        }
     );
     let lag = |q: f64| Duration::from_micros(durable_lag.value_at_quantile(q));
     println!(
@@ -493,6 +577,28 @@ fn run(o: &Options) -> Result<bool, String> {
         archive_stats.bytes / 1_000_000,
         dir.display()
     );
+    if let Some(last) = after_stop {
+        let on_disk: u64 = std::fs::read_dir(&dir)
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let s = &archive_stats;
+        println!(
+            "  compression        {} segments by the sealer while running ({} MB -> {} MB, {:.2} s of its thread), {} after the stop ({:.2} s); {} MB plain -> {} MB on disk ({:.1}x)",
+            s.compressed_segments,
+            s.compressed_plain_bytes / 1_000_000,
+            s.compressed_bytes / 1_000_000,
+            s.compress_micros as f64 / 1e6,
+            last.segments,
+            last.elapsed.as_secs_f64(),
+            s.bytes / 1_000_000,
+            on_disk / 1_000_000,
+            s.bytes as f64 / on_disk.max(1) as f64
+        );
+    }
     if let Some(peak) = peak_memory() {
         println!("  peak memory        {peak}");
     }
@@ -512,6 +618,31 @@ fn run(o: &Options) -> Result<bool, String> {
         report.events,
         if verified { "verified" } else { "FAILED" }
     );
+    let notes_verified = if o.archive_notes {
+        let once: u64 = notes_seen.values().map(|n| n.once).sum();
+        let twice: u64 = notes_seen.values().map(|n| n.twice).sum();
+        let unknown: u64 =
+            notes_seen.values().map(|n| n.unknown).sum::<u64>() + notes_of_unknown_calls;
+        let counted: u64 = report.calls.values().map(|c| c.notes).sum();
+        let ok = once == totals.notes_appended
+            && twice == 0
+            && unknown == 0
+            && counted == once
+            && archive_stats.notes == once
+            && totals.notes_refused == 0;
+        println!(
+            "  notes archived     {} of {} appended, each once ({twice} twice, {unknown} unknown, \
+             {} refused; verifier counted {counted}) ({})",
+            once,
+            totals.notes_appended,
+            totals.notes_refused,
+            if ok { "verified" } else { "FAILED" }
+        );
+        ok
+    } else {
+        true
+    };
+    let verified = verified && notes_verified;
     #[cfg(feature = "postgres")]
     let verified = match shipped {
         Some(shipped) => {
@@ -566,7 +697,11 @@ fn finish_shipping(
         r.calls
             .iter()
             .filter(|(id, _)| id.starts_with(prefix))
-            .map(|(id, c)| (id.clone(), c.clone()))
+            .map(|(id, c)| {
+                let mut c = c.clone();
+                c.notes = 0; // audit only is shipped
+                (id.clone(), c)
+            })
             .collect()
     };
     let (local_calls, sql_calls) = (ours(local), ours(&sql));

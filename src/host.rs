@@ -64,6 +64,11 @@ pub struct EndedCall {
     pub outcome: EndOutcome,
     /// Audit events the archive refused, in seq order (taken from the call).
     pub refused_audit: Vec<AuditEvent>,
+    /// Notes the notes sink refused, oldest first (taken from the call):
+    /// empty unless a notes archive was stopped before the call ended (or
+    /// refuses notes, as the SQLite archiver does), or a sink's receiver
+    /// was gone. Persist them some other way.
+    pub refused_notes: Vec<Note>,
 }
 /// Resolves a script type to limits.
 type LimitsFn = Box<dyn Fn(&str) -> Result<Limits, LimitsError> + Send + Sync>;
@@ -238,10 +243,13 @@ impl Shutdown {
         self.ended.iter().flat_map(|e| e.refused_audit.iter())
     }
 
-    /// Whether everything reached the archive and it stopped cleanly.
+    /// Whether everything reached the archive (every audit event, and every
+    /// note a notes sink was given) and it stopped cleanly.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.refused_audit().next().is_none() && !matches!(self.archive, Some(Err(_)))
+        self.refused_audit().next().is_none()
+            && self.ended.iter().all(|e| e.refused_notes.is_empty())
+            && !matches!(self.archive, Some(Err(_)))
     }
 }
 
@@ -389,7 +397,9 @@ impl CallRegistryBuilder {
         self
     }
 
-    /// The notes sink of each new call, made from its id. Optional.
+    /// The notes sink of each new call, made from its id. Optional. With
+    /// `move |id| archiver.sink(id)` each call archives its notes (see
+    /// [`CallStateBuilder::notes_archive`](crate::call::CallStateBuilder::notes_archive)).
     pub fn notes_sink<S: Sink<Note> + 'static>(
         mut self,
         make: impl Fn(&str) -> S + Send + Sync + 'static,
@@ -590,6 +600,7 @@ impl CallRegistry {
             summary: call.summarize(),
             outcome,
             refused_audit: call.take_refused_audit(),
+            refused_notes: call.take_refused_notes(),
         })
     }
 

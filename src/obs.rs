@@ -104,6 +104,21 @@ pub(crate) fn torn_tail_repaired(segment: &Path, bytes: u64) {
     );
 }
 
+/// Retention removed `segments` sealed segments, `bytes` on disk.
+#[inline]
+pub(crate) fn segments_pruned(segments: u64, bytes: u64) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        target: "callring::archive",
+        segments, bytes,
+        "pruned sealed segments (recorded in the pruning manifest)"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::counter!("callring_archive_pruned_segments_total").increment(segments);
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = (segments, bytes);
+}
+
 /// The registry holds `calls` live calls now.
 #[inline]
 pub(crate) fn live_calls(calls: usize) {

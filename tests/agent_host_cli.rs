@@ -64,6 +64,98 @@ fn a_short_run_verifies_its_archive() {
     assert!(report.is_complete() && report.records > 0);
 }
 
+/// With `--archive-notes` every note of every call is archived once: the
+/// report's count equals the notes appended, and the archive agrees.
+#[test]
+fn archive_notes_archives_every_note_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    let out = run(&[
+        "--calls",
+        "20",
+        "--agents",
+        "2",
+        "--seconds",
+        "1",
+        "--call-length",
+        "300",
+        "--archive",
+        archive.to_str().expect("utf-8 path"),
+        "--archive-notes",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "  appends            N (x M/s): NOTES notes, E audit events"
+    let appended: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("appends"))
+        .and_then(|rest| rest.split(": ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no appends line: {stdout}"));
+    // "  notes archived     N of M appended, each once (...) (verified)"
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("notes archived"))
+        .unwrap_or_else(|| panic!("no notes line: {stdout}"));
+    assert!(line.ends_with("(verified)"), "{line}");
+    assert!(
+        line.contains(&format!(
+            " {appended} of {appended} appended, each once (0 twice"
+        )),
+        "{line}"
+    );
+    assert!(appended > 0, "{stdout}");
+    assert!(stdout.contains(" 0 gaps, 0 duplicates"), "{stdout}");
+    let report = callring::archive::verify(&archive).expect("readable");
+    assert!(report.is_complete(), "{report}");
+    assert_eq!(
+        report.calls.values().map(|c| c.notes).sum::<u64>(),
+        appended
+    );
+}
+
+/// With `--compress` the archive ends up compressed, every segment, and
+/// still verifies; the report gives the ratio.
+#[test]
+fn compress_leaves_only_compressed_segments_that_verify() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    let out = run(&[
+        "--calls",
+        "20",
+        "--agents",
+        "2",
+        "--seconds",
+        "1",
+        "--archive",
+        archive.to_str().expect("utf-8 path"),
+        "--compress",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("compression"))
+        .unwrap_or_else(|| panic!("no compression line: {stdout}"));
+    assert!(line.contains("MB on disk ("), "{line}");
+    assert!(stdout.contains("(verified)"), "{stdout}");
+    let names: Vec<String> = std::fs::read_dir(&archive)
+        .expect("listed")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("audit-"))
+        .collect();
+    assert!(!names.is_empty());
+    assert!(names.iter().all(|n| n.ends_with(".jsonl.zst")), "{names:?}");
+    let report = callring::archive::verify(&archive).expect("readable");
+    assert!(report.is_complete() && report.records > 0, "{report}");
+}
+
 #[test]
 fn bad_options_exit_2_with_a_message() {
     for args in [

@@ -349,6 +349,7 @@ fn shutdown_with_agents_still_appending_archives_every_event_once() {
         ArchiveLine::Closed(c) => {
             assert!(closed.insert(c.call_id.clone()), "two closed records");
         }
+        ArchiveLine::Note(n) => panic!("no call archives its notes here: {n:?}"),
     })
     .expect("readable");
     assert_eq!(report.duplicated + report.incomplete + report.open, 0);

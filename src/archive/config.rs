@@ -49,6 +49,10 @@ pub struct ArchiveConfig {
     pub(crate) stop_timeout: Duration,
     pub(crate) fs: Arc<dyn ArchiveFs>,
     pub(crate) on_fault: Option<Arc<FaultCallback>>,
+    pub(crate) compress: bool,
+    pub(crate) compression_level: i32,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) max_bytes: Option<u64>,
 }
 
 /// An [`ArchiveConfig`]'s settings, read back with
@@ -72,6 +76,14 @@ pub struct ArchiveSettings {
     pub retry_max: Duration,
     /// How long `stop` retries a failing disk.
     pub stop_timeout: Duration,
+    /// Whether sealed segments are compressed in the background.
+    pub compress: bool,
+    /// The zstd level they are compressed at.
+    pub compression_level: i32,
+    /// Sealed segments whose newest record is older than this are pruned.
+    pub max_age: Option<Duration>,
+    /// The oldest sealed segments are pruned while the segments take more.
+    pub max_bytes: Option<u64>,
 }
 
 impl fmt::Debug for ArchiveConfig {
@@ -87,6 +99,10 @@ impl fmt::Debug for ArchiveConfig {
             .field("stop_timeout", &self.stop_timeout)
             .field("fs", &self.fs)
             .field("on_fault", &self.on_fault.is_some())
+            .field("compress", &self.compress)
+            .field("compression_level", &self.compression_level)
+            .field("max_age", &self.max_age)
+            .field("max_bytes", &self.max_bytes)
             .finish()
     }
 }
@@ -99,6 +115,8 @@ pub const DEFAULT_FSYNC_EVERY: u64 = 1024;
 pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(20);
 /// Default channel capacity, in events.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 4096;
+/// Default zstd level for sealed segments (when compression is on).
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
@@ -113,6 +131,10 @@ impl Default for ArchiveConfig {
             stop_timeout: Duration::from_secs(30),
             fs: Arc::new(StdFs),
             on_fault: None,
+            compress: false,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            max_age: None,
+            max_bytes: None,
         }
     }
 }
@@ -184,6 +206,51 @@ impl ArchiveConfig {
         self
     }
 
+    /// Compress every sealed segment in the background (default off): a
+    /// segment is sealed when the archiver moves on to the next one, and at
+    /// start every earlier segment is. The archiver's background sealer
+    /// writes `audit-N.jsonl.zst` (independent zstd frames of whole lines
+    /// and a frame table), fsyncs it, renames it into place, fsyncs the
+    /// directory and only then removes `audit-N.jsonl`; a crash at any step
+    /// leaves exactly one readable copy of every record, and the next start
+    /// finishes or discards the half-done step. Every reader of the archive
+    /// (`verify`, [`ArchiveReader`](crate::archive::ArchiveReader), the
+    /// shipper) reads compressed and plain segments alike. The segment being
+    /// written is never compressed; the writer never waits for the sealer.
+    pub fn compress(mut self, on: bool) -> Self {
+        self.compress = on;
+        self
+    }
+
+    /// The zstd level of [`compress`](ArchiveConfig::compress) (default
+    /// [`DEFAULT_COMPRESSION_LEVEL`]; 1 to 22, higher is smaller and
+    /// slower).
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.compression_level = level;
+        self
+    }
+
+    /// Retention by age (default none): sealed segments whose newest record
+    /// is older than `age` are removed by the background sealer, each
+    /// recorded first in the archive's pruning manifest so that `verify`
+    /// reports what was pruned instead of gaps. Checked at start, after
+    /// each sealed segment and once a minute. See
+    /// [`Archiver::prune_before`](crate::archive::Archiver::prune_before).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Retention by size (default none): while the segments take more than
+    /// `bytes` on disk, the oldest sealed segment is pruned as by
+    /// [`max_age`](ArchiveConfig::max_age). The segment being written is
+    /// never pruned, so the archive can exceed `bytes` by about one
+    /// [`segment_bytes`](ArchiveConfig::segment_bytes).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
     /// The settings, to read back (the methods of the same names set them).
     ///
     /// # Examples
@@ -210,6 +277,10 @@ impl ArchiveConfig {
             retry_initial: self.retry_initial,
             retry_max: self.retry_max,
             stop_timeout: self.stop_timeout,
+            compress: self.compress,
+            compression_level: self.compression_level,
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
         }
     }
 
@@ -238,6 +309,12 @@ impl ArchiveConfig {
                 ),
             );
         }
+        if !(1..=22).contains(&self.compression_level) {
+            return invalid("compression_level", "must be 1 to 22 (zstd's levels)");
+        }
+        if self.max_age.is_some_and(|age| age.is_zero()) {
+            return invalid("max_age", "must be more than zero");
+        }
         Ok(())
     }
 }
@@ -264,6 +341,11 @@ mod tests {
                     .retry_backoff(Duration::from_secs(2), Duration::from_secs(1)),
                 "retry_backoff",
             ),
+            (
+                ArchiveConfig::default().compression_level(0),
+                "compression_level",
+            ),
+            (ArchiveConfig::default().max_age(Duration::ZERO), "max_age"),
         ];
         for (config, name) in cases {
             match config.validate() {

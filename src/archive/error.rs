@@ -32,6 +32,12 @@ pub enum IoOp {
     SyncDir,
     /// A statement or commit on an SQLite database.
     Sqlite,
+    /// Renaming a file written aside into place.
+    Rename,
+    /// Removing a file (a compressed segment's plain copy, a pruned one).
+    Remove,
+    /// Compressing a sealed segment (or finding it changed meanwhile).
+    Compress,
 }
 
 impl fmt::Display for IoOp {
@@ -47,6 +53,9 @@ impl fmt::Display for IoOp {
             IoOp::Sync => "fsync",
             IoOp::SyncDir => "fsync directory",
             IoOp::Sqlite => "use SQLite database",
+            IoOp::Rename => "rename",
+            IoOp::Remove => "remove",
+            IoOp::Compress => "compress",
         })
     }
 }
@@ -235,6 +244,20 @@ pub enum FaultEvent {
         file: PathBuf,
         /// The bytes cut.
         bytes: u64,
+    },
+    /// Compressing or pruning a sealed segment failed; the sealer retries
+    /// after `retry_in`. Ring writers are not affected, and every record
+    /// stays readable (the plain segment is kept until its compressed copy
+    /// is in place).
+    Sealing {
+        /// The segment being compressed (`None` while pruning).
+        segment: Option<u64>,
+        /// What failed.
+        error: IoFailure,
+        /// Failed attempts in a row (1 on the first).
+        attempt: u64,
+        /// The wait before the next attempt.
+        retry_in: Duration,
     },
 }
 

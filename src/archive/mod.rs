@@ -49,22 +49,38 @@
 //! drained at the end, followed by the closed record), so until a call ends
 //! most of its trail is only in memory.
 //!
+//! Notes travel the same way, if a call asks for it
+//! ([`CallStateBuilder::notes_archive`](crate::call::CallStateBuilder::notes_archive),
+//! off by default): the `ArchiveSink` is the notes ring's [`Sink`](crate::Sink),
+//! so each note is handed over as it leaves the ring (evicted, or drained at
+//! the end, before the closed record), with the same waits and refusals as
+//! an eviction-mode event. The archive and the ring together hold every note
+//! of a live call, the archive alone every note of an ended one;
+//! [`read_notes`] reads a call's notes back.
+//!
 //! # On disk
 //!
 //! A directory of segments `audit-000000000001.jsonl`,
 //! `audit-000000000002.jsonl`, ... (the index zero-padded to 12 digits, so
 //! name order is index order), plus the lock file `archive.lock`. Each line is
-//! an [`ArchiveRecord`] (an event) or a [`ClosedRecord`] (a call's end), and
+//! an [`ArchiveRecord`] (an event), a [`ClosedRecord`] (a call's end) or,
+//! for a call that archives its notes, a [`NoteRecord`] (a note), and
 //! carries the schema version `"v"` ([`SCHEMA_VERSION`]) and, last, its
 //! checksum `"crc"`:
 //!
 //! ```text
 //! {"v":3,"call_id":"call-7","seq":0,"at":"2025-11-25T09:30:00.000000000Z","type":"call_started","agent_id":"speech","details":{},"reason":"logged","crc":"40852986"}
+//! {"v":3,"call_id":"call-7","record":"note","seq":0,"at":"2025-11-25T09:30:00.500000000Z","text":"caller asked about the invoice","reason":"drained","crc":"30ec5a2d"}
 //! {"v":3,"call_id":"call-7","record":"closed","issued":1,"at":"2025-11-25T09:31:00.000000000Z","crc":"5814270a"}
 //! ```
 //!
 //! `at` is RFC 3339 with nanoseconds, UTC; `reason` is `"logged"`
 //! (written through) or, in eviction mode, `"evicted"` or `"drained"`.
+//! A note line's `seq` is the note's own (0, 1, 2, ... among the call's
+//! notes), not an audit seq, and its `text` is the note exactly as
+//! appended; `reason` is `"evicted"` or `"drained"`. The verifier counts
+//! note lines per call ([`CallReport::notes`]) and judges only the audit
+//! trail; the shippers read past them (audit only goes to the databases).
 //! `crc` is the CRC32C of the line's bytes before `,"crc"`, as 8 lowercase
 //! hex digits: a line changed on disk (a flipped bit, a hand edit) no longer
 //! matches it, and readers report it as corrupt. Lines of version 2 carry no
@@ -171,6 +187,7 @@
 
 mod config;
 mod error;
+mod notes;
 mod read;
 mod record;
 mod ship;
@@ -180,15 +197,16 @@ mod verify;
 mod writer;
 
 pub use config::{
-    ArchiveConfig, ArchiveSettings, DEFAULT_CHANNEL_CAPACITY, DEFAULT_FSYNC_EVERY,
-    DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
+    ArchiveConfig, ArchiveSettings, DEFAULT_CHANNEL_CAPACITY, DEFAULT_COMPRESSION_LEVEL,
+    DEFAULT_FSYNC_EVERY, DEFAULT_FSYNC_INTERVAL, DEFAULT_SEGMENT_BYTES,
 };
 pub use error::{ArchiveError, ArchiveStatus, FaultEvent, IoFailure, IoOp};
+pub use notes::read_notes;
 pub use read::index::{index_archive, IndexSummary};
 pub use read::{ArchiveReader, CallTrail, LocatedLine, Records};
 pub use record::{
     compressed_segment_name, segment_index, segment_name, ArchiveLine, ArchiveRecord, ClosedRecord,
-    LineError, Origin, SCHEMA_VERSION,
+    LineError, NoteRecord, Origin, SCHEMA_VERSION,
 };
 #[cfg(feature = "postgres")]
 pub use ship::postgres::verify_postgres;
@@ -201,6 +219,8 @@ pub use ship::shipper::{
 pub use ship::sqlite::{verify_sqlite, Sqlite, SqliteArchiver};
 pub use spool::fs::{ArchiveFs, ReadFile, SegmentFile, StdFs, LOCK_FILE};
 pub use spool::position::SpoolPosition;
+pub use spool::retention::{prune_before, PruneReport, PrunedCall, PrunedSegment};
+pub use spool::seal::{compress_archive, CompressReport};
 pub use spool::{Archiver, JsonLines};
 pub use stats::ArchiveStats;
 pub use verify::report::{CallReport, CallStatus, SegmentReport, SeqRange, TornTail, VerifyReport};

@@ -1,11 +1,11 @@
-//! One archived audit event as a JSON line, segment names, and where a
-//! crash's torn tail starts.
+//! One archived audit event (or a call's closed record, or an archived
+//! note) as a JSON line, segment names, and where a crash's torn tail starts.
 
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::call::{AuditEvent, AuditEventType, Details, EventParts, Timestamp};
+use crate::call::{AuditEvent, AuditEventType, Details, EventParts, Note, Timestamp};
 use crate::sink::{Evicted, Reason};
 
 /// The schema version this crate writes into every record, as `"v"`.
@@ -17,6 +17,11 @@ use crate::sink::{Evicted, Reason};
 /// `closed` end-of-call record and the `logged` reason. Lines without `"v"`
 /// were written before it (version 1: event records only) and are read as
 /// such; lines of versions 1 and 2 carry no checksum.
+///
+/// Note lines (`"record":"note"`, see [`NoteRecord`]) came later within
+/// version 2 and are written only for calls that archive their notes; a
+/// reader from before them rejects such a line (unknown record kind) rather
+/// than misreading it.
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// The first version whose lines must carry a checksum.
@@ -29,7 +34,8 @@ fn legacy_version() -> u32 {
     LEGACY_VERSION
 }
 
-/// How an event reached the archive: the `reason` field of its line.
+/// How an event (or a note) reached the archive: the `reason` field of its
+/// line. Notes are only ever `Evicted` or `Drained`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
@@ -235,13 +241,98 @@ pub struct ClosedRecord {
     pub at: Timestamp,
 }
 
-/// Any line of the archive: an event or a call's closed record.
+/// One archived call note: a note that left its call's notes ring, evicted
+/// by a newer note or drained when the call ended
+/// ([`CallStateBuilder::notes_archive`](crate::call::CallStateBuilder::notes_archive)).
+///
+/// `seq` is the note's seq in its call's notes (what
+/// [`CallState::append_note`](crate::call::CallState::append_note)
+/// returned), independent of the audit seqs: a note line is not an audit
+/// event and the verifier only counts them ([`CallReport::notes`]). On disk,
+/// with the text exactly as appended (JSON-escaped, UTF-8):
+///
+/// ```text
+/// {"v":3,"call_id":"call-1","record":"note","seq":4,"at":"2025-11-25T09:30:00.000000000Z","text":"caller asked about the invoice","reason":"evicted","crc":"45e8344b"}
+/// ```
+///
+/// [`CallReport::notes`]: crate::archive::CallReport::notes
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{ArchiveLine, NoteRecord, Origin};
+///
+/// let line = r#"{"v":2,"call_id":"call-1","record":"note","seq":4,"at":"2025-11-25T09:30:00.000000000Z","text":"Zoë said \"ja\"","reason":"drained"}"#;
+/// let note: NoteRecord = serde_json::from_str(line).expect("a valid note line");
+/// assert_eq!((note.seq, note.text.as_str(), note.reason), (4, "Zoë said \"ja\"", Origin::Drained));
+/// assert_eq!(serde_json::to_string(&note).expect("serialisable"), line);
+/// assert_eq!(ArchiveLine::parse(line.as_bytes()), Ok(ArchiveLine::Note(note)));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NoteRecord {
+    /// The schema version the record was written with.
+    pub version: u32,
+    /// The call.
+    pub call_id: String,
+    /// The note's seq among its call's notes (0, 1, 2, ...).
+    pub seq: u64,
+    /// When the note was appended.
+    pub at: Timestamp,
+    /// The note's text.
+    pub text: String,
+    /// Evicted by a newer note, or drained when the call ended.
+    pub reason: Origin,
+}
+
+impl NoteRecord {
+    /// The note as the call layer has it (its time and text).
+    #[must_use]
+    pub fn note(&self) -> Note {
+        Note::new(self.at, self.text.as_str())
+    }
+}
+
+impl serde::Serialize for NoteRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        NoteRef {
+            v: self.version,
+            call_id: &self.call_id,
+            record: LineKind::Note,
+            seq: self.seq,
+            at: self.at,
+            text: &self.text,
+            reason: self.reason,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Reads a note line, checked as [`ArchiveLine::parse`] checks it.
+impl<'de> serde::Deserialize<'de> for NoteRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match ArchiveLine::from_raw(RawLine::deserialize(deserializer)?) {
+            Ok(ArchiveLine::Note(note)) => Ok(note),
+            Ok(_) => Err(D::Error::custom("not a note line (`\"record\":\"note\"`)")),
+            Err(e) => Err(D::Error::custom(e)),
+        }
+    }
+}
+
+/// Any line of the archive: an event, a call's closed record, or an
+/// archived note.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ArchiveLine {
     /// An audit event.
     Event(ArchiveRecord),
     /// The end of a call's trail.
     Closed(ClosedRecord),
+    /// A call note that left its ring (not an audit event: it has no audit
+    /// seq).
+    Note(NoteRecord),
 }
 
 /// What kind of line: absent for events (and every version-1 line).
@@ -250,6 +341,7 @@ pub enum ArchiveLine {
 enum LineKind {
     Event,
     Closed,
+    Note,
 }
 
 /// A line as parsed, before it is checked for the fields its kind needs.
@@ -273,6 +365,8 @@ struct RawLine {
     reason: Option<Origin>,
     #[serde(default)]
     issued: Option<u64>,
+    #[serde(default)]
+    text: Option<String>,
     /// Present or not; its value is checked on the raw bytes.
     #[serde(default)]
     crc: Option<serde::de::IgnoredAny>,
@@ -342,16 +436,28 @@ impl ArchiveLine {
     pub fn parse(line: &[u8]) -> Result<Self, LineError> {
         let raw: RawLine =
             serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+        // A newer version is refused by `from_raw`, whatever its checksum.
+        if raw.v <= SCHEMA_VERSION {
+            match (check_crc(line)?, raw.crc.is_some()) {
+                (true, _) => {}
+                (false, true) => return Err(LineError::MalformedChecksum),
+                (false, false) if raw.v >= CRC_VERSION => {
+                    return Err(LineError::Missing { field: "crc" })
+                }
+                (false, false) => {}
+            }
+        }
+        Self::from_raw(raw)
+    }
+
+    /// Checks a parsed line for the fields its kind needs (not its
+    /// checksum: that is a property of the line's bytes, checked by
+    /// [`parse`](Self::parse)).
+    fn from_raw(raw: RawLine) -> Result<Self, LineError> {
         if raw.v > SCHEMA_VERSION {
             return Err(LineError::UnsupportedVersion { version: raw.v });
         }
         let missing = |field| LineError::Missing { field };
-        match (check_crc(line)?, raw.crc.is_some()) {
-            (true, _) => {}
-            (false, true) => return Err(LineError::MalformedChecksum),
-            (false, false) if raw.v >= CRC_VERSION => return Err(missing("crc")),
-            (false, false) => {}
-        }
         match raw.record.unwrap_or(LineKind::Event) {
             LineKind::Closed => Ok(Self::Closed(ClosedRecord {
                 version: raw.v,
@@ -369,6 +475,14 @@ impl ArchiveLine {
                 details: raw.details.ok_or(missing("details"))?,
                 reason: raw.reason.ok_or(missing("reason"))?,
             })),
+            LineKind::Note => Ok(Self::Note(NoteRecord {
+                version: raw.v,
+                call_id: raw.call_id,
+                seq: raw.seq.ok_or(missing("seq"))?,
+                at: raw.at,
+                text: raw.text.ok_or(missing("text"))?,
+                reason: raw.reason.ok_or(missing("reason"))?,
+            })),
         }
     }
 
@@ -378,6 +492,7 @@ impl ArchiveLine {
         match self {
             Self::Event(r) => &r.call_id,
             Self::Closed(c) => &c.call_id,
+            Self::Note(n) => &n.call_id,
         }
     }
 }
@@ -404,6 +519,18 @@ struct ClosedRef<'a> {
     record: LineKind,
     issued: u64,
     at: Timestamp,
+}
+
+/// [`NoteRecord`] borrowed, for encoding.
+#[derive(serde::Serialize)]
+struct NoteRef<'a> {
+    v: u32,
+    call_id: &'a str,
+    record: LineKind,
+    seq: u64,
+    at: Timestamp,
+    text: &'a str,
+    reason: Origin,
 }
 
 /// Appends `event` as one JSON line (with its `\n`) to `out`.
@@ -537,6 +664,24 @@ fn check_crc(line: &[u8]) -> Result<bool, LineError> {
     } else {
         Err(LineError::Checksum { stored, computed })
     }
+}
+
+/// Appends note `seq` of `call_id`, which left its ring for `reason`, as one
+/// JSON line to `out`.
+pub(crate) fn encode_note(call_id: &str, seq: u64, reason: Origin, note: &Note, out: &mut Vec<u8>) {
+    let record = NoteRef {
+        v: SCHEMA_VERSION,
+        call_id,
+        record: LineKind::Note,
+        seq,
+        at: note.at,
+        text: &note.text,
+        reason,
+    };
+    let mark = out.len();
+    // Infallible for these types (strings, integers, a timestamp).
+    let _ = serde_json::to_writer(&mut *out, &record);
+    end_line(out, mark);
 }
 
 /// Parses one line (without its `\n`).
@@ -836,6 +981,52 @@ mod tests {
             text.contains("000000ab") && text.contains("12345678"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn note_lines_have_the_documented_fields_in_order_and_round_trip() {
+        let at = Timestamp::from_unix_nanos(1_764_063_000_000_000_001);
+        let mut out = Vec::new();
+        encode_note("call-1", 4, Origin::Evicted, &Note::new(at, "hi"), &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            concat!(
+                r#"{"v":3,"call_id":"call-1","record":"note","seq":4,"#,
+                r#""at":"2025-11-25T09:30:00.000000001Z","text":"hi","reason":"evicted","#,
+                r#""crc":"6e7fef7b"}"#,
+                "\n"
+            )
+        );
+        let long = "Zoë \u{1F600} \"quoted\" \\ tab\t cr\r nl\n nul\0 \u{2028}".repeat(500);
+        for (seq, text) in [(0, ""), (7, "plain"), (u64::MAX, long.as_str())] {
+            for reason in [Origin::Evicted, Origin::Drained] {
+                let mut out = Vec::new();
+                encode_note("call-é", seq, reason, &Note::new(at, text), &mut out);
+                // One line: every newline in the text is escaped.
+                assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+                let line = &out[..out.len() - 1];
+                let want = NoteRecord {
+                    version: SCHEMA_VERSION,
+                    call_id: "call-é".into(),
+                    seq,
+                    at,
+                    text: text.into(),
+                    reason,
+                };
+                assert_eq!(parse_line(line), Ok(ArchiveLine::Note(want.clone())));
+                // The serde form is the line without its checksum.
+                let bare = [&line[..line.len() - CRC_TAIL], b"}"].concat();
+                assert_eq!(serde_json::to_vec(&want).expect("serialises"), bare);
+                assert_eq!(want.note(), Note::new(at, text));
+            }
+        }
+        let no_text = br#"{"v":2,"call_id":"c","record":"note","seq":0,"at":"2025-11-25T09:30:00Z","reason":"evicted"}"#;
+        assert_eq!(
+            parse_line(no_text),
+            Err(LineError::Missing { field: "text" })
+        );
+        let event: Result<NoteRecord, _> = serde_json::from_slice(&line(3)[..line(3).len() - 1]);
+        assert!(event.is_err(), "an event line is not a note");
     }
 
     /// The write-through path transcodes the ring's encoding straight to a

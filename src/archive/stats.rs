@@ -9,8 +9,8 @@ use crate::sync::{Counter, Ordering};
 pub struct ArchiveStats {
     /// Events the archiver took from the channel.
     pub received: u64,
-    /// Records made durable (fsynced, or committed to SQLite): events and
-    /// end-of-call records.
+    /// Records made durable (fsynced, or committed to SQLite): events,
+    /// end-of-call records and archived notes.
     pub synced: u64,
     /// Records handed to the archiver so far (accepted by its sinks); the
     /// durable watermark trails this (see [`Durability`](crate::archive::Durability)).
@@ -19,6 +19,9 @@ pub struct ArchiveStats {
     pub logged: u64,
     /// End-of-call records taken.
     pub closed_records: u64,
+    /// Notes taken (calls that archive their notes; not counted in
+    /// `received`, which counts audit events).
+    pub notes: u64,
     /// Bytes made durable (JSON Lines only).
     pub bytes: u64,
     /// Successful fsyncs (or SQLite commits).
@@ -28,9 +31,11 @@ pub struct ArchiveStats {
     /// Hand-offs that found the channel full and waited (back-pressure; the
     /// rings count these too, as `sink_waits`).
     pub sink_waits: u64,
-    /// Hand-offs refused because the archiver was stopping or stopped; the
-    /// call keeps those events
-    /// ([`CallState::take_refused_audit`](crate::call::CallState::take_refused_audit)).
+    /// Hand-offs refused because the archiver was stopping or stopped (or,
+    /// for notes, keeps audit records only); the call keeps those events
+    /// ([`CallState::take_refused_audit`](crate::call::CallState::take_refused_audit))
+    /// and notes
+    /// ([`CallState::take_refused_notes`](crate::call::CallState::take_refused_notes)).
     pub refused: u64,
     /// Failed file operations.
     pub errors: u64,
@@ -44,6 +49,23 @@ pub struct ArchiveStats {
     /// Bytes of a torn tail cut from the previous run's last segment at
     /// start.
     pub repaired_torn_bytes: u64,
+    /// Sealed segments compressed by this archiver
+    /// ([`ArchiveConfig::compress`](crate::archive::ArchiveConfig::compress)).
+    pub compressed_segments: u64,
+    /// Their plain bytes.
+    pub compressed_plain_bytes: u64,
+    /// Their compressed bytes (the ratio is `compressed_plain_bytes /
+    /// compressed_bytes`).
+    pub compressed_bytes: u64,
+    /// Time the sealer spent compressing them, in microseconds (one thread,
+    /// CPU-bound: about its CPU time).
+    pub compress_micros: u64,
+    /// Sealed segments removed by retention.
+    pub pruned_segments: u64,
+    /// Their bytes on disk.
+    pub pruned_bytes: u64,
+    /// Failed compression or pruning attempts (each retried).
+    pub seal_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +74,7 @@ pub(crate) struct Counters {
     pub(crate) synced: Counter,
     pub(crate) logged: Counter,
     pub(crate) closed_records: Counter,
+    pub(crate) notes: Counter,
     pub(crate) bytes: Counter,
     pub(crate) fsyncs: Counter,
     pub(crate) segments: Counter,
@@ -62,6 +85,13 @@ pub(crate) struct Counters {
     pub(crate) lost: Counter,
     pub(crate) duplicates: Counter,
     pub(crate) repaired_torn_bytes: Counter,
+    pub(crate) compressed_segments: Counter,
+    pub(crate) compressed_plain_bytes: Counter,
+    pub(crate) compressed_bytes: Counter,
+    pub(crate) compress_micros: Counter,
+    pub(crate) pruned_segments: Counter,
+    pub(crate) pruned_bytes: Counter,
+    pub(crate) seal_errors: Counter,
 }
 
 /// Adds to a statistics counter. Relaxed: counters publish nothing.
@@ -79,6 +109,7 @@ impl Counters {
             handed_over: 0, // filled in by `Shared::stats` from the tickets
             logged: get(&self.logged),
             closed_records: get(&self.closed_records),
+            notes: get(&self.notes),
             bytes: get(&self.bytes),
             fsyncs: get(&self.fsyncs),
             segments: get(&self.segments),
@@ -89,6 +120,13 @@ impl Counters {
             lost: get(&self.lost),
             duplicates: get(&self.duplicates),
             repaired_torn_bytes: get(&self.repaired_torn_bytes),
+            compressed_segments: get(&self.compressed_segments),
+            compressed_plain_bytes: get(&self.compressed_plain_bytes),
+            compressed_bytes: get(&self.compressed_bytes),
+            compress_micros: get(&self.compress_micros),
+            pruned_segments: get(&self.pruned_segments),
+            pruned_bytes: get(&self.pruned_bytes),
+            seal_errors: get(&self.seal_errors),
         }
     }
 }

@@ -427,10 +427,68 @@ impl CallStateBuilder {
         self
     }
 
-    /// Where evicted and remaining notes go. Optional.
+    /// Where evicted and remaining notes go. Optional: without it (or
+    /// [`notes_archive`](CallStateBuilder::notes_archive), which this
+    /// replaces) a note the ring overwrites is gone (counted as evicted).
     pub fn notes_sink(mut self, sink: impl Sink<Note> + 'static) -> Self {
         self.notes_sink = Some(Box::new(sink));
         self
+    }
+
+    /// Archives the call's notes: each note that leaves the notes ring,
+    /// evicted by a newer one or drained at [`end`](CallState::end), is
+    /// written to the archive as a note line
+    /// ([`NoteRecord`](crate::archive::NoteRecord)), with its note seq
+    /// (notes take no audit seq). So after `end` the archive holds every
+    /// note of the call exactly once, and before it, the archive and the
+    /// ring together do; [`read_notes`](crate::archive::read_notes) reads
+    /// them back. Off by default; replaces a
+    /// [`notes_sink`](CallStateBuilder::notes_sink). `sink` comes from
+    /// [`Archiver::sink`](crate::archive::Archiver::sink), usually the same
+    /// archive the call's [`audit_archive`](CallStateBuilder::audit_archive)
+    /// writes to (its closed record then follows the drained notes).
+    ///
+    /// Unlike audit events, notes are not written through: a note reaches
+    /// the archive only when it leaves the ring. While the archive's queue
+    /// is full, [`append_note`](CallState::append_note) waits when its note
+    /// evicts an older one (back-pressure, counted in the notes'
+    /// `sink_waits`), whatever the archive's
+    /// [`FullQueue`](crate::archive::FullQueue) says; a stopping or stopped
+    /// archiver (or an SQLite one, which keeps audit records only) refuses
+    /// notes, which the call keeps for
+    /// [`take_refused_notes`](CallState::take_refused_notes). No note is
+    /// dropped silently.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{read_notes, verify, ArchiveConfig, Archiver};
+    /// use callring::call::{CallState, EndOutcome, Limits};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// let call = CallState::builder("call-1")
+    ///     .limits(Limits::new(2, 10).expect("valid")) // the ring keeps 2 notes
+    ///     .audit_archive(archiver.sink("call-1"))
+    ///     .notes_archive(archiver.sink("call-1"))
+    ///     .build();
+    /// for text in ["greeted", "verified", "Zoë asked for a refund"] {
+    ///     call.append_note(text).expect("live call"); // the 3rd evicts "greeted"
+    /// }
+    /// assert!(matches!(call.end(), EndOutcome::Ended { notes_drained: 2, .. }));
+    /// archiver.stop().expect("clean stop");
+    ///
+    /// let notes = read_notes(dir.path(), "call-1").expect("readable");
+    /// let texts: Vec<&str> = notes.iter().map(|n| n.text.as_str()).collect();
+    /// assert_eq!(texts, ["greeted", "verified", "Zoë asked for a refund"]);
+    /// let report = verify(dir.path()).expect("readable");
+    /// assert_eq!(report.calls["call-1"].notes, 3);
+    /// assert!(report.is_complete()); // notes are not audit events
+    /// # }
+    /// ```
+    pub fn notes_archive(self, sink: ArchiveSink) -> Self {
+        self.notes_sink(sink)
     }
 
     /// The clock that stamps notes and events (default: [`SystemClock`]).
@@ -599,6 +657,14 @@ impl CallState {
     /// (0, 1, 2, ... whatever the notes' lengths). Allocates nothing for
     /// notes up to 104 bytes, nor for longer ones once the ring has seen
     /// their sizes.
+    ///
+    /// With a notes sink ([`notes_sink`](CallStateBuilder::notes_sink),
+    /// [`notes_archive`](CallStateBuilder::notes_archive)), a note that
+    /// evicts an older one first hands that one to the sink, on this thread:
+    /// a sink that is full makes this wait (for an archive, until its queue
+    /// has room), and one that refuses leaves the older note for
+    /// [`take_refused_notes`](CallState::take_refused_notes); the new note
+    /// is stored either way.
     ///
     /// # Errors
     ///
@@ -1319,8 +1385,10 @@ impl CallState {
     /// Ends the call: later events (and, once the notes ring is closed,
     /// notes) are refused; waits for events already being logged; closes
     /// both rings; an eviction sink gets what is left in its ring (with
-    /// [`Reason::Drained`](crate::Reason::Drained)); the archive gets the
-    /// closed record, which carries the number of seqs issued.
+    /// [`Reason::Drained`](crate::Reason::Drained)), the notes sink (or
+    /// [notes archive](CallStateBuilder::notes_archive)) the notes first;
+    /// the archive gets the closed record, which carries the number of seqs
+    /// issued, after them.
     ///
     /// Whoever calls it, it returns only once the trail has been handed
     /// over: a second `end` racing the first waits for the first to finish,

@@ -66,11 +66,14 @@ pub(crate) struct SegmentIndex {
 pub(crate) struct CallEntry {
     /// The call.
     pub(crate) call_id: String,
-    /// Its lines in the segment: events and closed records.
+    /// Its lines in the segment: events, notes and closed records.
     pub(crate) records: u64,
     /// Its event records.
     pub(crate) events: u64,
-    /// The lowest and highest seq of its events; `None` without events.
+    /// Its archived notes (note lines).
+    pub(crate) notes: u64,
+    /// The lowest and highest audit seq of its events; `None` without
+    /// events (note seqs are not audit seqs).
     pub(crate) seqs: Option<SeqRange>,
     /// Its closed records (1 where the call ended in this segment).
     pub(crate) closed: u64,
@@ -166,6 +169,7 @@ impl CallEntry {
             call_id,
             records: 0,
             events: 0,
+            notes: 0,
             seqs: None,
             closed: 0,
             issued: None,
@@ -240,6 +244,7 @@ fn build_with<R: BufRead>(
         let (call_id, at) = match &scanned.line {
             ArchiveLine::Event(r) => (r.call_id.as_str(), r.at.unix_nanos()),
             ArchiveLine::Closed(c) => (c.call_id.as_str(), c.at.unix_nanos()),
+            ArchiveLine::Note(n) => (n.call_id.as_str(), n.at.unix_nanos()),
         };
         let entry = match calls.get_mut(call_id) {
             Some(entry) => entry,
@@ -266,6 +271,7 @@ fn build_with<R: BufRead>(
                 entry.closed += 1;
                 entry.issued = Some(entry.issued.map_or(c.issued, |n| n.max(c.issued)));
             }
+            ArchiveLine::Note(_) => entry.notes += 1,
         }
         index.records += 1;
         index.time_range = Some(match index.time_range {

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use crate::archive::error::{IoFailure, IoOp};
 use crate::archive::record::{
-    compressed_segment_name, sort_segments, ArchiveLine, ArchiveRecord, ClosedRecord, SegmentPath,
+    compressed_segment_name, sort_segments, ArchiveLine, ArchiveRecord, ClosedRecord, NoteRecord,
+    SegmentPath,
 };
 use crate::archive::spool::zst::{SegmentReader, FRAME_BYTES};
 use crate::archive::verify::report::TornTail;
@@ -206,7 +207,8 @@ impl ArchiveReader {
     }
 
     /// The trail of `call_id`: its events in seq order (duplicates kept),
-    /// then its closed record(s).
+    /// then its archived notes (in their own seq order), then its closed
+    /// record(s).
     ///
     /// A segment with a valid index (see
     /// [`index_archive`](crate::archive::index_archive)) is read only where
@@ -290,7 +292,8 @@ impl ArchiveReader {
         }
         trail.lines.sort_by_key(|line| match line {
             ArchiveLine::Event(r) => (0, r.seq),
-            ArchiveLine::Closed(_) => (1, 0),
+            ArchiveLine::Note(n) => (1, n.seq),
+            ArchiveLine::Closed(_) => (2, 0),
         });
         Ok(trail)
     }
@@ -389,8 +392,8 @@ pub struct LocatedLine {
 pub struct CallTrail {
     /// The call.
     pub call_id: String,
-    /// Its lines: events in seq order (duplicates kept), then closed
-    /// records.
+    /// Its lines: events in seq order (duplicates kept), then archived
+    /// notes in their seq order, then closed records.
     pub lines: Vec<ArchiveLine>,
     /// Segments answered by their index (read only where the call is, or
     /// not at all).
@@ -404,7 +407,15 @@ impl CallTrail {
     pub fn events(&self) -> impl Iterator<Item = &ArchiveRecord> + '_ {
         self.lines.iter().filter_map(|line| match line {
             ArchiveLine::Event(r) => Some(r),
-            ArchiveLine::Closed(_) => None,
+            _ => None,
+        })
+    }
+
+    /// The archived notes, in their own seq order.
+    pub fn notes(&self) -> impl Iterator<Item = &NoteRecord> + '_ {
+        self.lines.iter().filter_map(|line| match line {
+            ArchiveLine::Note(n) => Some(n),
+            _ => None,
         })
     }
 
@@ -413,7 +424,7 @@ impl CallTrail {
     pub fn closed(&self) -> Option<&ClosedRecord> {
         self.lines.iter().find_map(|line| match line {
             ArchiveLine::Closed(c) => Some(c),
-            ArchiveLine::Event(_) => None,
+            _ => None,
         })
     }
 

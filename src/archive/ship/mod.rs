@@ -102,6 +102,9 @@ mod store {
         /// The `at` of the batch's first record: the oldest not yet shipped.
         pub(crate) oldest: Option<Timestamp>,
         pub(crate) bytes: u64,
+        /// Lines read past without shipping them: archived notes (only
+        /// audit records are shipped).
+        pub(crate) skipped: u64,
     }
 
     impl Batch {

@@ -5,6 +5,8 @@
 
 pub(crate) mod fs;
 pub(crate) mod position;
+pub(crate) mod retention;
+pub(crate) mod seal;
 pub(crate) mod segment;
 pub(crate) mod zst;
 
@@ -21,14 +23,17 @@ use std::sync::Arc;
 use crate::archive::config::ArchiveConfig;
 use crate::archive::error::FaultEvent;
 use crate::archive::error::{ArchiveError, IoFailure, IoOp};
-use crate::archive::record::{sort_segments, torn_tail_start};
+use crate::archive::record::torn_tail_start;
 use crate::archive::spool::fs::ArchiveFs;
 use crate::archive::spool::position::SpoolPosition;
+use crate::archive::spool::retention::PruneReport;
+use crate::archive::spool::seal::{Job, Sealer};
 use crate::archive::spool::segment::Segments;
 use crate::archive::stats::add;
 use crate::archive::writer::feed::Shared;
 use crate::archive::writer::worker::Core;
 use crate::archive::writer::Archive;
+use crate::call::Timestamp;
 
 /// The durable audit archive: a background thread that appends every event
 /// handed to its sinks to JSON Lines segments in one directory.
@@ -75,6 +80,9 @@ pub type Archiver = Archive<JsonLines>;
 /// which it holds locked until its thread has stopped.
 pub struct JsonLines {
     dir: PathBuf,
+    /// Compresses and prunes sealed segments (stopped before the lock is
+    /// released).
+    sealer: Sealer,
     _lock: Box<dyn Any + Send + Sync>,
 }
 
@@ -82,6 +90,7 @@ impl fmt::Debug for JsonLines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JsonLines")
             .field("dir", &self.dir)
+            .field("sealer", &self.sealer)
             .finish_non_exhaustive()
     }
 }
@@ -112,10 +121,8 @@ impl Archive<JsonLines> {
             io::ErrorKind::WouldBlock => ArchiveError::Locked { dir: dir.clone() },
             _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, &dir, &e)),
         })?;
-        let names = fs
-            .list_dir(&dir)
-            .map_err(|e| IoFailure::new(IoOp::ListDir, &dir, &e))?;
-        let (segments, _others) = sort_segments(&dir, names);
+        // Finish what a crash interrupted: a half-done compression or prune.
+        let segments = seal::recover(&*fs, &dir)?;
         let shared = Arc::new(Shared::new(
             config.on_fault.clone(),
             config.channel_capacity,
@@ -145,15 +152,30 @@ impl Archive<JsonLines> {
         // repaired and fsynced; earlier ones were fsynced before their run
         // moved on).
         shared.spool_end.publish(SpoolPosition::new(next, 0), 0);
+        let (sealer, sealed) = Sealer::start(
+            Arc::clone(&fs),
+            dir.clone(),
+            &config,
+            Arc::clone(&shared),
+            next,
+        )?;
         let backend = Segments::new(
             fs,
             dir.clone(),
             config.segment_bytes,
             next,
             Arc::clone(&shared),
+            sealed,
         );
         let core = Core::spawn("callring-archiver", backend, &config, shared)?;
-        Ok(Archive::new(core, JsonLines { dir, _lock: lock }))
+        Ok(Archive::new(
+            core,
+            JsonLines {
+                dir,
+                sealer,
+                _lock: lock,
+            },
+        ))
     }
 
     /// The archive directory.
@@ -189,6 +211,61 @@ impl Archive<JsonLines> {
     #[must_use]
     pub fn durable_end(&self) -> SpoolPosition {
         self.core().shared().spool_end.get().position
+    }
+
+    /// Removes every sealed segment whose newest record is older than
+    /// `before` (and empty sealed segments), recording each in the pruning
+    /// manifest first, so [`verify`](crate::archive::verify) reports what
+    /// was pruned rather than gaps. The segment being written is never
+    /// pruned. Runs on the archiver's sealer thread; ring writers do not
+    /// wait for it.
+    ///
+    /// With a [`Shipper`](crate::archive::Shipper) reading this spool,
+    /// prune only what it has shipped (its progress is in the database).
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::Io`] if a segment cannot be read or removed (those
+    /// pruned before it stay pruned); [`ArchiveError::NotRunning`] if the
+    /// sealer is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(loom))] {
+    /// use callring::archive::{ArchiveConfig, Archiver};
+    /// use callring::call::{CallState, Timestamp};
+    ///
+    /// let dir = tempfile::tempdir().expect("temp dir");
+    /// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+    /// // Nothing is sealed yet: the segment being written is never pruned.
+    /// let report = archiver.prune_before(Timestamp::now()).expect("pruned");
+    /// assert!(report.segments.is_empty());
+    /// # }
+    /// ```
+    pub fn prune_before(&self, before: Timestamp) -> Result<PruneReport, ArchiveError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !self.kind().sealer.send(Job::PruneBefore(before, tx)) {
+            return Err(ArchiveError::NotRunning);
+        }
+        rx.recv().unwrap_or(Err(ArchiveError::NotRunning))
+    }
+
+    /// Waits until every segment sealed so far is compressed (with
+    /// [`ArchiveConfig::compress`]) and retention is applied, or a step
+    /// fails. The sealer does this by itself in the background; this is for
+    /// tests, tools and an orderly shutdown that wants it done.
+    ///
+    /// # Errors
+    ///
+    /// [`ArchiveError::Io`] with the failure if a step failed (the sealer
+    /// retries it); [`ArchiveError::NotRunning`] if the sealer is gone.
+    pub fn settle(&self) -> Result<(), ArchiveError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !self.kind().sealer.send(Job::Settle(tx)) {
+            return Err(ArchiveError::NotRunning);
+        }
+        rx.recv().unwrap_or(Err(ArchiveError::NotRunning))
     }
 
     /// The state the archiver shares with its thread (for the shipper).

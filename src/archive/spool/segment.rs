@@ -13,10 +13,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crossbeam_channel::Sender;
+
 use crate::archive::error::{IoFailure, IoOp};
-use crate::archive::record::{encode_closed, encode_line, encode_logged, segment_name, Origin};
+use crate::archive::record::{
+    encode_closed, encode_line, encode_logged, encode_note, segment_name, Origin,
+};
 use crate::archive::spool::fs::{ArchiveFs, SegmentFile};
 use crate::archive::spool::position::SpoolPosition;
+use crate::archive::spool::seal::Job;
 use crate::archive::stats::add;
 use crate::archive::writer::feed::Shared;
 use crate::archive::writer::worker::{decode_logged, Destination, Entry};
@@ -52,6 +57,8 @@ pub(crate) struct Segments {
     overflow_records: u64,
     oldest: Option<Instant>,
     line: Vec<u8>,
+    /// Tells the sealer about each segment left behind.
+    sealed: Sender<Job>,
 }
 
 impl Segments {
@@ -62,6 +69,7 @@ impl Segments {
         limit: u64,
         first_index: u64,
         shared: Arc<Shared>,
+        sealed: Sender<Job>,
     ) -> Self {
         Self {
             fs,
@@ -80,6 +88,7 @@ impl Segments {
             overflow_records: 0,
             oldest: None,
             line: Vec::new(),
+            sealed,
         }
     }
 
@@ -164,6 +173,9 @@ impl Segments {
     fn roll(&mut self) {
         debug_assert!(self.pending.is_empty() && !self.broken);
         self.file = None;
+        // Unbounded: never waits. A gone sealer (stopping) seals it at the
+        // next start.
+        let _ = self.sealed.send(Job::Sealed(self.index));
         self.index += 1;
         self.synced_len = 0;
         // The previous segment is durable whole.
@@ -217,6 +229,12 @@ impl Destination for Segments {
                 issued,
                 at,
             } => encode_closed(&call_id, issued, at, &mut self.line),
+            Entry::Note {
+                call_id,
+                reason,
+                seq,
+                note,
+            } => encode_note(&call_id, seq, reason, &note, &mut self.line),
         }
         let len = self.synced_len + self.pending.len() as u64;
         let fits = len == 0 || len + self.line.len() as u64 <= self.limit;

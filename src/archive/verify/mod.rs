@@ -339,6 +339,7 @@ fn scan(
                     events += 1;
                 }
                 ArchiveLine::Closed(closed) => trail.closed(closed.issued),
+                ArchiveLine::Note(_) => trail.note(),
             }
             in_segment += 1;
             f(record);

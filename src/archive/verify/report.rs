@@ -117,6 +117,15 @@ pub struct CallReport {
     /// Records with reason `drained`: the call ended, and these were still
     /// in its ring (eviction mode).
     pub drained: u64,
+    /// Archived notes of the call (note lines, see
+    /// [`NoteRecord`](crate::archive::NoteRecord)); 0 unless the call
+    /// archived its notes, and always 0 from a database (the shippers carry
+    /// audit records only). Notes are not audit events: they count in none of
+    /// the fields above and never change the status. A call whose archive
+    /// holds only its notes (its audit trail went elsewhere) has no closed
+    /// record there, so it is reported open, with 0 events.
+    #[serde(default)]
+    pub notes: u64,
     /// Seqs retention removed with their segments (per the pruning
     /// manifest): accounted for, so not gaps.
     #[serde(default)]
@@ -232,7 +241,7 @@ pub struct VerifyReport {
     pub segments: Vec<SegmentReport>,
     /// Files in the directory that are not segments (left alone).
     pub ignored: Vec<PathBuf>,
-    /// Records read: events and closed records.
+    /// Records read: events, closed records and archived notes.
     pub records: u64,
     /// Event records read.
     pub events: u64,
@@ -316,6 +325,9 @@ impl fmt::Display for CallReport {
         }
         if self.drained > 0 {
             write!(f, ", {} drained at end of call", self.drained)?;
+        }
+        if self.notes > 0 {
+            write!(f, ", {} archived notes", self.notes)?;
         }
         if !self.gaps.is_empty() {
             let what = if self.issued.is_some() {

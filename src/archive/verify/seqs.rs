@@ -104,6 +104,8 @@ pub(crate) struct Trail {
     issued: Option<u64>,
     logged: u64,
     drained: u64,
+    /// Note lines: counted, never judged (they are not audit events).
+    notes: u64,
     /// Seqs that retention removed with their segments (from the pruning
     /// manifest): not gaps. Fed in by [`Trail::pruned`] before judging.
     pruned: SeqSet,
@@ -127,6 +129,11 @@ impl Trail {
     pub(crate) fn closed(&mut self, issued: u64) {
         self.closed_records += 1;
         self.issued = Some(self.issued.map_or(issued, |n| n.max(issued)));
+    }
+
+    /// A note line of the call.
+    pub(crate) fn note(&mut self) {
+        self.notes += 1;
     }
 
     /// Seqs of the call that retention pruned (with their segments): they
@@ -198,6 +205,7 @@ impl Trail {
             duplicate_records: self.duplicate_records,
             logged: self.logged,
             drained: self.drained,
+            notes: self.notes,
             pruned: self.pruned.runs().to_vec(),
         }
         .judged()

@@ -165,6 +165,7 @@ fn report(t: Trail) -> CallReport {
         duplicate_records,
         logged: t.logged,
         drained: t.drained,
+        notes: 0, // the shippers carry audit records only
         pruned: Vec::new(),
     }
     .judged()

@@ -21,7 +21,7 @@ use crate::archive::error::ArchiveStatus;
 use crate::archive::error::{ArchiveError, FaultCallback, FaultEvent, IoFailure};
 use crate::archive::spool::position::SpoolEnd;
 use crate::archive::stats::{add, ArchiveStats, Counters};
-use crate::call::{AuditEvent, Timestamp};
+use crate::call::{AuditEvent, Note, Timestamp};
 use crate::door::Door;
 use crate::sink::{Delivery, Evicted, Refused, Sink};
 
@@ -49,6 +49,12 @@ pub(crate) enum Msg {
         call_id: Arc<str>,
         issued: u64,
         at: Timestamp,
+        ticket: u64,
+    },
+    /// A note leaving a call's notes ring (evicted, or drained at the end).
+    Note {
+        call_id: Arc<str>,
+        entry: Evicted<Note>,
         ticket: u64,
     },
     /// Make everything before this durable, then answer.
@@ -410,6 +416,9 @@ pub(crate) struct Shared {
     capacity: u64,
     /// What `log_event` does when the queue is full.
     full: FullQueue,
+    /// Whether the destination keeps notes (the JSON Lines spool does; the
+    /// SQLite archiver keeps audit records only, and its sinks refuse notes).
+    keeps_notes: bool,
     pub(crate) durable: Durable,
     /// Where the durable prefix of the segments ends (JSON Lines only).
     pub(crate) spool_end: SpoolEnd,
@@ -439,11 +448,21 @@ impl Shared {
             room: Room::new(capacity),
             capacity: capacity.max(1) as u64,
             full,
+            keeps_notes: true,
             durable: Durable::default(),
             spool_end: SpoolEnd::default(),
             state: Mutex::default(),
             on_fault,
         }
+    }
+
+    /// For a destination that keeps audit records only: its sinks refuse
+    /// notes (the calls keep them, see
+    /// [`CallState::take_refused_notes`](crate::call::CallState::take_refused_notes)).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn refusing_notes(mut self) -> Self {
+        self.keeps_notes = false;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -548,7 +567,7 @@ impl Shared {
 
     /// Calls the host's fault callback. It runs on the archiver's thread; a
     /// panic in it is caught (and ignored) so it cannot stop the archiver.
-    fn tell(&self, event: &FaultEvent) {
+    pub(crate) fn tell(&self, event: &FaultEvent) {
         if let Some(callback) = &self.on_fault {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(event)));
         }
@@ -799,6 +818,39 @@ impl Sink<AuditEvent> for ArchiveSink {
         }) {
             Ok((_, delivery)) => Ok(delivery),
             Err(NotTaken(msg)) => Err(Refused(into_entry(msg))),
+        }
+    }
+}
+
+/// Archives the notes of a call: each note as it leaves the notes ring
+/// (evicted, or drained at [`end`](crate::call::CallState::end)), as a
+/// note line ([`NoteRecord`](crate::archive::NoteRecord)) with the note's
+/// own seq; notes take no audit seq. Set it with
+/// [`CallStateBuilder::notes_archive`](crate::call::CallStateBuilder::notes_archive).
+///
+/// As for audit events in eviction mode, a full queue makes the appending
+/// thread wait (the ring has already given the note up, so the archive's
+/// [`FullQueue`] policy does not apply), counted in
+/// [`ArchiveStats::sink_waits`]; a stopping or stopped archiver refuses the
+/// note back to the ring, which keeps it for
+/// [`CallState::take_refused_notes`](crate::call::CallState::take_refused_notes).
+/// The SQLite archiver keeps audit records only: its sinks refuse every note
+/// the same way.
+impl Sink<Note> for ArchiveSink {
+    fn accept(&self, entry: Evicted<Note>) -> Result<Delivery, Refused<Note>> {
+        if !self.shared.keeps_notes {
+            add(&self.shared.counters.refused, 1);
+            return Err(Refused(entry));
+        }
+        let call_id = Arc::clone(&self.call_id);
+        match self.send(|ticket| Msg::Note {
+            call_id,
+            entry,
+            ticket,
+        }) {
+            Ok((_, delivery)) => Ok(delivery),
+            Err(NotTaken(Msg::Note { entry, .. })) => Err(Refused(entry)),
+            Err(_) => unreachable!("`accept` sends only notes here"),
         }
     }
 }

@@ -55,7 +55,9 @@ impl<K> Archive<K> {
     /// [`CallStateBuilder::audit_archive`](crate::call::CallStateBuilder::audit_archive)
     /// (write-through: every event archived as it is logged) or
     /// [`CallStateBuilder::audit_sink`](crate::call::CallStateBuilder::audit_sink)
-    /// (eviction mode).
+    /// (eviction mode), and to
+    /// [`CallStateBuilder::notes_archive`](crate::call::CallStateBuilder::notes_archive)
+    /// to archive the call's notes as they leave its ring.
     #[must_use]
     pub fn sink(&self, call_id: &str) -> ArchiveSink {
         self.core.sink(call_id)

@@ -17,7 +17,7 @@ use crate::archive::error::{ArchiveError, IoFailure};
 use crate::archive::record::Origin;
 use crate::archive::stats::{add, ArchiveStats};
 use crate::archive::writer::feed::{ArchiveSink, Msg, Shared};
-use crate::call::{AuditEvent, Timestamp};
+use crate::call::{AuditEvent, Note, Timestamp};
 
 /// One record for a backend.
 pub(crate) enum Entry {
@@ -35,6 +35,13 @@ pub(crate) enum Entry {
         call_id: Arc<str>,
         issued: u64,
         at: Timestamp,
+    },
+    /// A note that left its call's notes ring: note `seq` of the call.
+    Note {
+        call_id: Arc<str>,
+        reason: Origin,
+        seq: u64,
+        note: Note,
     },
 }
 
@@ -236,7 +243,9 @@ impl<B: Destination> Worker<B> {
     fn abandon(&mut self) -> u64 {
         let mut lost = self.backend.unsynced();
         let _ = self.drain(|worker, msg| {
-            if let Msg::Event { .. } | Msg::Logged { .. } | Msg::Closed { .. } = msg {
+            if let Msg::Event { .. } | Msg::Logged { .. } | Msg::Closed { .. } | Msg::Note { .. } =
+                msg
+            {
                 lost += 1;
                 worker.shared.taken_out();
             }
@@ -249,7 +258,8 @@ impl<B: Destination> Worker<B> {
 
     /// Handles one message; `true` for `Stop`.
     fn handle(&mut self, msg: Msg) -> Result<bool, GiveUp> {
-        if let Msg::Event { .. } | Msg::Logged { .. } | Msg::Closed { .. } = msg {
+        if let Msg::Event { .. } | Msg::Logged { .. } | Msg::Closed { .. } | Msg::Note { .. } = msg
+        {
             self.shared.taken_out();
         }
         match msg {
@@ -289,6 +299,21 @@ impl<B: Destination> Worker<B> {
                     call_id,
                     issued,
                     at,
+                });
+                self.unsynced_tickets.push(ticket);
+                Ok(false)
+            }
+            Msg::Note {
+                call_id,
+                entry,
+                ticket,
+            } => {
+                add(&self.shared.counters.notes, 1);
+                self.backend.push(Entry::Note {
+                    call_id,
+                    reason: entry.reason.into(),
+                    seq: entry.seq,
+                    note: entry.value,
                 });
                 self.unsynced_tickets.push(ticket);
                 Ok(false)

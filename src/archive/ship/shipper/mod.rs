@@ -43,6 +43,11 @@ pub use status::{ShipState, ShipperStats, ShipperStatus};
 /// to its durable end. Stop the archiver first and the shipper after, and
 /// [`stop`](Shipper::stop) ships everything.
 ///
+/// It ships audit records only (events and closed records): archived notes
+/// ([`NoteRecord`](crate::archive::NoteRecord) lines, written for calls built
+/// with [`notes_archive`](crate::call::CallStateBuilder::notes_archive)) are
+/// read past and stay in the spool; the progress row moves past them too.
+///
 /// # Exactly once
 ///
 /// The shipper reads only the spool's durable prefix

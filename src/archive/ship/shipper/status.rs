@@ -42,7 +42,8 @@ impl fmt::Display for ShipState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShipperStats {
-    /// Spool records in committed batches (events and closed records).
+    /// Spool records in committed batches (events and closed records;
+    /// archived notes are read past, not shipped).
     pub records: u64,
     /// Event rows inserted.
     pub events_inserted: u64,

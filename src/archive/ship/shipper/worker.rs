@@ -189,10 +189,12 @@ where
             .write(batch, Some(&self.spool_id))
             .map_err(ShipError::from)?;
         let (records, bytes, end) = (batch.records(), batch.bytes, batch.end);
+        let skipped = batch.skipped;
         self.position = end;
         self.pending = None;
         self.status.update(|inner| {
-            inner.shipped_since += records;
+            // Lines, as the backlog is counted (skipped notes included).
+            inner.shipped_since += records + skipped;
             // Everything before the batch's end is in the database now.
             inner.caught_up_to = inner.caught_up_to.max(Some(end));
             let s = &mut inner.status;

@@ -43,6 +43,13 @@ use store::SqliteStore;
 /// failed transaction is rolled back and retried whole, with backoff, as
 /// the JSON Lines archiver does. `segment_bytes` and `fs` do not apply.
 ///
+/// It keeps audit records only: its sinks refuse notes
+/// ([`notes_archive`](crate::call::CallStateBuilder::notes_archive)), which
+/// the call then keeps for
+/// [`take_refused_notes`](crate::call::CallState::take_refused_notes)
+/// (counted in [`ArchiveStats::refused`](crate::archive::ArchiveStats::refused)).
+/// Archive notes to the JSON Lines archive.
+///
 /// # Examples
 ///
 /// ```
@@ -92,11 +99,14 @@ impl Archive<Sqlite> {
         config.validate()?;
         let path = path.into();
         let store = SqliteStore::open(&path).map_err(|e| sqlite_failure(&path, &e))?;
-        let shared = Arc::new(Shared::new(
-            config.on_fault.clone(),
-            config.channel_capacity,
-            config.full_queue,
-        ));
+        let shared = Arc::new(
+            Shared::new(
+                config.on_fault.clone(),
+                config.channel_capacity,
+                config.full_queue,
+            )
+            .refusing_notes(),
+        );
         let table = Table {
             store,
             path: path.clone(),
@@ -228,6 +238,9 @@ impl Destination for Table {
                 issued,
                 at,
             } => self.pending.push_closed(call_id.to_string(), issued, at, 0),
+            // Never sent: this archiver's sinks refuse notes
+            // (`Shared::refusing_notes`). Counted if one ever got here.
+            Entry::Note { .. } => add(&self.shared.counters.lost, 1),
         }
         self.oldest.get_or_insert_with(Instant::now);
     }

@@ -1,0 +1,498 @@
+//! Retention: removing whole sealed segments once their records are old
+//! enough (or the archive too big), each recorded first in the pruning
+//! manifest [`MANIFEST_FILE`](super::MANIFEST_FILE), so a verifier can tell
+//! what retention removed from what was lost.
+//!
+//! Pruning segment `N`, and what a crash after each step leaves:
+//!
+//! | step | after a crash |
+//! |---|---|
+//! | append `N`'s manifest line, fsync (and the directory, if new) | `N` present and listed: readers skip it as pruned; the next start removes it |
+//! | remove `N`'s files (plain or compressed, and its index) | as above, or gone |
+//! | fsync the directory | gone, listed |
+//!
+//! A torn manifest line (a crash during the append) is cut before the next
+//! append; its segment was not yet removed, so nothing is lost or listed
+//! twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::archive::error::{ArchiveError, IoFailure, IoOp};
+use crate::archive::record::{
+    compressed_segment_name, index_file_name, parse_line, segment_name, sort_segments, ArchiveLine,
+    SegmentPath,
+};
+use crate::archive::spool::fs::{lock_dir, remove_if_present, ArchiveFs, StdFs};
+use crate::archive::spool::zst::SegmentReader;
+use crate::archive::spool::MANIFEST_FILE;
+use crate::archive::verify::report::{runs, SeqRange};
+use crate::call::Timestamp;
+
+/// Retention settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Retention {
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+}
+
+impl Retention {
+    pub(crate) fn new(max_age: Option<Duration>, max_bytes: Option<u64>) -> Self {
+        Self { max_age, max_bytes }
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.max_age.is_some() || self.max_bytes.is_some()
+    }
+}
+
+/// A segment removed by retention, as its line in the pruning manifest
+/// records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PrunedSegment {
+    /// The segment's index.
+    pub segment: u64,
+    /// The file removed (plain or compressed).
+    pub file: String,
+    /// Its size on disk.
+    pub bytes: u64,
+    /// Records in it.
+    pub records: u64,
+    /// Audit events among them.
+    pub events: u64,
+    /// The oldest record's time (`None` for an empty segment).
+    pub first_at: Option<Timestamp>,
+    /// The newest record's time.
+    pub last_at: Option<Timestamp>,
+    /// When it was pruned.
+    pub pruned_at: Timestamp,
+    /// Each call's records in it, by call id.
+    pub calls: BTreeMap<String, PrunedCall>,
+}
+
+/// One call's records in a pruned segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PrunedCall {
+    /// The seqs of its audit events (each run once, even if duplicated).
+    pub seqs: Vec<SeqRange>,
+    /// Its audit event records (duplicates included).
+    pub events: u64,
+    /// The seqs it issued, if its closed record was in the segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<u64>,
+    /// Its archived notes (not audit events).
+    #[serde(default)]
+    pub notes: u64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct PruneReport {
+    /// The segments removed, oldest first.
+    pub segments: Vec<PrunedSegment>,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// Their records.
+    pub records: u64,
+}
+
+impl fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.segments.first(), self.segments.last()) {
+            (Some(first), Some(last)) => write!(
+                f,
+                "pruned {} segment(s) ({}..={}), {} records, {} bytes",
+                self.segments.len(),
+                first.segment,
+                last.segment,
+                self.records,
+                self.bytes
+            ),
+            _ => f.write_str("nothing to prune"),
+        }
+    }
+}
+
+/// Removes every sealed segment of the archive in `dir` whose newest record
+/// is older than `before` (and empty segments), recording each in the
+/// pruning manifest first. For an archive no archiver has open (an offline
+/// tool, `callring-archive prune`); a running archiver prunes its own
+/// directory with
+/// [`Archiver::prune_before`](crate::archive::Archiver::prune_before).
+///
+/// # Errors
+///
+/// [`ArchiveError::Locked`] while an archiver holds `dir`,
+/// [`ArchiveError::Io`] if the directory cannot be read or a file not
+/// removed (segments pruned before the failure stay pruned and listed).
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(loom))] {
+/// use callring::archive::{prune_before, verify, ArchiveConfig, Archiver};
+/// use callring::call::{CallState, Timestamp};
+///
+/// let dir = tempfile::tempdir().expect("temp dir");
+/// let archiver = Archiver::start(dir.path(), ArchiveConfig::default()).expect("opens");
+/// let call = CallState::builder("call-1").audit_archive(archiver.sink("call-1")).build();
+/// let _ = call.end();
+/// archiver.stop().expect("clean stop");
+///
+/// let report = prune_before(dir.path(), Timestamp::now()).expect("pruned");
+/// assert_eq!(report.records, 1); // the call's closed record
+/// let verified = verify(dir.path()).expect("readable");
+/// assert!(verified.is_complete());
+/// # }
+/// ```
+pub fn prune_before(dir: impl AsRef<Path>, before: Timestamp) -> Result<PruneReport, ArchiveError> {
+    let dir = dir.as_ref();
+    let _lock = lock_dir(dir).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => ArchiveError::Locked {
+            dir: dir.to_path_buf(),
+        },
+        _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, dir, &e)),
+    })?;
+    let fs = StdFs;
+    crate::archive::spool::seal::recover(&fs, dir)?;
+    let mut times = BTreeMap::new();
+    Ok(prune(
+        &fs,
+        dir,
+        u64::MAX,
+        &Retention::default(),
+        Some(before),
+        &mut times,
+    )?)
+}
+
+/// Prunes the segments below `writing` that `retention` or `before` select;
+/// `times` caches each segment's newest record time between calls.
+pub(crate) fn prune(
+    fs: &dyn ArchiveFs,
+    dir: &Path,
+    writing: u64,
+    retention: &Retention,
+    before: Option<Timestamp>,
+    times: &mut BTreeMap<u64, Option<Timestamp>>,
+) -> Result<PruneReport, IoFailure> {
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| IoFailure::new(IoOp::ListDir, dir, &e))?;
+    let (segments, _) = sort_segments(dir, names);
+    let now = Timestamp::now();
+    let age_cutoff = retention.max_age.map(|age| {
+        let nanos = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+        Timestamp::from_unix_nanos(now.unix_nanos().saturating_sub(nanos))
+    });
+    let cutoff = match (before, age_cutoff) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let mut sizes = Vec::with_capacity(segments.len());
+    for segment in &segments {
+        let len = fs
+            .file_len(&segment.path)
+            .map_err(|e| IoFailure::new(IoOp::Read, &segment.path, &e))?;
+        sizes.push(len);
+    }
+    let mut total: u64 = sizes.iter().sum();
+    times.retain(|index, _| segments.iter().any(|s| s.index == *index));
+    let mut report = PruneReport::default();
+    for (segment, &len) in segments.iter().zip(&sizes) {
+        if segment.index >= writing {
+            break;
+        }
+        let too_big = retention.max_bytes.is_some_and(|max| total > max);
+        let too_old = match cutoff {
+            None => false,
+            Some(cutoff) => {
+                let newest = match times.get(&segment.index) {
+                    Some(newest) => *newest,
+                    None => {
+                        let newest = summarize(segment)?.last_at;
+                        times.insert(segment.index, newest);
+                        newest
+                    }
+                };
+                newest.is_none_or(|t| t < cutoff)
+            }
+        };
+        if !too_big && !too_old {
+            // Segments are pruned oldest first; by size, stop at the first
+            // kept one. By age, a later segment may still be older (a host
+            // clock set back), so look at every one.
+            if cutoff.is_none() {
+                break;
+            }
+            continue;
+        }
+        let mut pruned = summarize(segment)?;
+        pruned.bytes = len;
+        pruned.pruned_at = now;
+        append_manifest(fs, dir, &pruned)?;
+        remove_segment(fs, dir, segment.index)?;
+        times.remove(&segment.index);
+        total -= len;
+        report.bytes += len;
+        report.records += pruned.records;
+        report.segments.push(pruned);
+    }
+    if !report.segments.is_empty() {
+        fs.sync_dir(dir)
+            .map_err(|e| IoFailure::new(IoOp::SyncDir, dir, &e))?;
+        crate::obs::segments_pruned(report.segments.len() as u64, report.bytes);
+    }
+    Ok(report)
+}
+
+/// Removes every file of segment `index` (plain, compressed, index).
+fn remove_segment(fs: &dyn ArchiveFs, dir: &Path, index: u64) -> Result<(), IoFailure> {
+    for name in [
+        segment_name(index),
+        compressed_segment_name(index),
+        index_file_name(index),
+    ] {
+        let path = dir.join(name);
+        remove_if_present(fs, &path).map_err(|e| IoFailure::new(IoOp::Remove, &path, &e))?;
+    }
+    Ok(())
+}
+
+/// Removes the files of segments the manifest lists (a crash between the
+/// manifest's line and the removal). Returns whether it removed any.
+pub(crate) fn finish_interrupted(
+    fs: &dyn ArchiveFs,
+    dir: &Path,
+    segments: &[SegmentPath],
+) -> Result<bool, IoFailure> {
+    if segments.is_empty() {
+        return Ok(false);
+    }
+    let pruned = read_manifest_with(fs, dir)?;
+    let mut removed = false;
+    for segment in segments {
+        if pruned.iter().any(|p| p.segment == segment.index) {
+            remove_segment(fs, dir, segment.index)?;
+            removed = true;
+        }
+    }
+    Ok(removed)
+}
+
+/// The segments the pruning manifest of `dir` lists, in the order pruned.
+/// A torn last line (a crash while appending) is ignored; any other line
+/// that does not parse is an error.
+#[allow(dead_code)] // Until verify reads it.
+pub(crate) fn read_manifest(dir: &Path) -> Result<Vec<PrunedSegment>, IoFailure> {
+    read_manifest_with(&StdFs, dir)
+}
+
+fn read_manifest_with(fs: &dyn ArchiveFs, dir: &Path) -> Result<Vec<PrunedSegment>, IoFailure> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = match fs.read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(IoFailure::new(IoOp::Read, &path, &e)),
+    };
+    let whole = whole_lines(&bytes);
+    let mut out = Vec::new();
+    for (n, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let segment = decode_manifest_line(line).map_err(|reason| {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {}: {reason}", n + 1),
+            );
+            IoFailure::new(IoOp::Read, &path, &e)
+        })?;
+        out.push(segment);
+    }
+    Ok(out)
+}
+
+/// The length of the whole lines at the start of `bytes`.
+fn whole_lines(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// Appends `segment`'s line to the manifest durably, first cutting a torn
+/// line a crash left at its end.
+fn append_manifest(
+    fs: &dyn ArchiveFs,
+    dir: &Path,
+    segment: &PrunedSegment,
+) -> Result<(), IoFailure> {
+    let path = dir.join(MANIFEST_FILE);
+    let (existing, created) = match fs.read(&path) {
+        Ok(bytes) => (bytes, false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), true),
+        Err(e) => return Err(IoFailure::new(IoOp::Read, &path, &e)),
+    };
+    let mut file = fs
+        .open_append(&path)
+        .map_err(|e| IoFailure::new(IoOp::Open, &path, &e))?;
+    let whole = whole_lines(&existing);
+    if whole < existing.len() {
+        file.truncate(whole as u64)
+            .map_err(|e| IoFailure::new(IoOp::Truncate, &path, &e))?;
+    }
+    file.write_all(&encode_manifest_line(segment))
+        .map_err(|e| IoFailure::new(IoOp::Write, &path, &e))?;
+    file.sync_data()
+        .map_err(|e| IoFailure::new(IoOp::Sync, &path, &e))?;
+    if created {
+        fs.sync_dir(dir)
+            .map_err(|e| IoFailure::new(IoOp::SyncDir, dir, &e))?;
+    }
+    Ok(())
+}
+
+/// `{...,"crc":"xxxxxxxx"}\n`: the JSON object with a CRC32C of the bytes
+/// before `,"crc"`.
+fn encode_manifest_line(segment: &PrunedSegment) -> Vec<u8> {
+    let mut line = serde_json::to_vec(segment).unwrap_or_else(|_| b"{}".to_vec());
+    line.pop(); // the closing brace
+    let crc = crc32c::crc32c(&line);
+    line.extend_from_slice(format!(",\"crc\":\"{crc:08x}\"}}\n").as_bytes());
+    line
+}
+
+fn decode_manifest_line(line: &[u8]) -> Result<PrunedSegment, String> {
+    const SUFFIX: usize = ",\"crc\":\"00000000\"}".len();
+    let Some(body) = line.len().checked_sub(SUFFIX).map(|at| &line[..at]) else {
+        return Err("too short for a manifest line".into());
+    };
+    let tail = &line[body.len()..];
+    let hex = tail
+        .strip_prefix(b",\"crc\":\"")
+        .and_then(|t| t.strip_suffix(b"\"}"))
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or("no checksum")?;
+    if crc32c::crc32c(body) != hex {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(line).map_err(|e| e.to_string())
+}
+
+/// Reads a segment once: its records, time range and each call's seqs.
+fn summarize(segment: &SegmentPath) -> Result<PrunedSegment, IoFailure> {
+    let io = |op, e: &io::Error| IoFailure::new(op, &segment.path, e);
+    let reader = SegmentReader::open(&segment.path, segment.compressed)
+        .and_then(SegmentReader::all)
+        .map_err(|e| io(IoOp::Read, &e))?;
+    let mut seqs: HashMap<String, (Vec<u64>, PrunedCall)> = HashMap::new();
+    let mut out = PrunedSegment {
+        segment: segment.index,
+        file: file_name(&segment.path),
+        bytes: 0,
+        records: 0,
+        events: 0,
+        first_at: None,
+        last_at: None,
+        pruned_at: Timestamp::from_unix_nanos(0),
+        calls: BTreeMap::new(),
+    };
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(reader);
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io(IoOp::Read, &e))?;
+        if n == 0 {
+            break;
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        // A torn or corrupt line holds nothing a verifier could count; the
+        // segment is removed whole either way.
+        let Ok(record) = parse_line(body) else {
+            continue;
+        };
+        out.records += 1;
+        let (at, call) = match &record {
+            ArchiveLine::Event(e) => (e.at, &e.call_id),
+            ArchiveLine::Closed(c) => (c.at, &c.call_id),
+            ArchiveLine::Note(n) => (n.at, &n.call_id),
+        };
+        out.first_at = Some(out.first_at.map_or(at, |t| t.min(at)));
+        out.last_at = Some(out.last_at.map_or(at, |t| t.max(at)));
+        let entry = match seqs.get_mut(call.as_str()) {
+            Some(entry) => entry,
+            None => seqs.entry(call.clone()).or_default(),
+        };
+        match record {
+            ArchiveLine::Event(e) => {
+                out.events += 1;
+                entry.0.push(e.seq);
+                entry.1.events += 1;
+            }
+            ArchiveLine::Closed(c) => entry.1.issued = Some(c.issued),
+            ArchiveLine::Note(_) => entry.1.notes += 1,
+        }
+    }
+    for (call_id, (mut list, mut call)) in seqs {
+        list.sort_unstable();
+        list.dedup();
+        call.seqs = runs(list.into_iter());
+        out.calls.insert(call_id, call);
+    }
+    Ok(out)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_lines_round_trip_and_a_flipped_byte_is_caught() {
+        let mut calls = BTreeMap::new();
+        calls.insert(
+            "call-é".to_string(),
+            PrunedCall {
+                seqs: vec![SeqRange { first: 0, last: 9 }],
+                events: 10,
+                issued: Some(10),
+                notes: 2,
+            },
+        );
+        let segment = PrunedSegment {
+            segment: 3,
+            file: segment_name(3),
+            bytes: 1234,
+            records: 11,
+            events: 10,
+            first_at: Some(Timestamp::from_unix_nanos(1)),
+            last_at: Some(Timestamp::from_unix_nanos(2)),
+            pruned_at: Timestamp::from_unix_nanos(3),
+            calls,
+        };
+        let line = encode_manifest_line(&segment);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let body = &line[..line.len() - 1];
+        assert_eq!(decode_manifest_line(body), Ok(segment));
+        let mut flipped = body.to_vec();
+        let at = flipped.iter().position(|&b| b == b'9').expect("a digit");
+        flipped[at] = b'8';
+        assert_eq!(
+            decode_manifest_line(&flipped),
+            Err("checksum mismatch".into())
+        );
+    }
+}
