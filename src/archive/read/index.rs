@@ -463,7 +463,7 @@ pub fn index_archive(dir: impl AsRef<Path>) -> Result<IndexSummary, VerifyError>
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::archive::record::{encode_closed, encode_line, Origin};
+    use crate::archive::record::{encode_closed, encode_line, encode_note, Origin};
     use crate::call::{AuditEvent, AuditEventType, Details};
 
     fn event(call: &str, seq: u64, at: i64, out: &mut Vec<u8>) {
@@ -482,6 +482,8 @@ mod tests {
         event("b", 0, 50, &mut out);
         event("a", 1, 20, &mut out);
         event("a", 0, 10, &mut out);
+        let note = crate::call::Note::new(Timestamp::from_unix_nanos(5), "asked about the invoice");
+        encode_note("a", 0, Origin::Drained, &note, &mut out);
         encode_closed("a", 2, Timestamp::from_unix_nanos(60), &mut out);
         event("b", 1, 70, &mut out);
         out
@@ -492,17 +494,15 @@ mod tests {
         let bytes = segment();
         let index = build(&bytes[..], 7).expect("builds");
         assert_eq!((index.segment, index.plain_len), (7, bytes.len() as u64));
-        assert_eq!((index.records, index.events), (5, 4));
-        assert_eq!(index.time_range, Some((10, 70)));
+        assert_eq!((index.records, index.events), (6, 4));
+        assert_eq!(index.time_range, Some((5, 70)));
         let ids: Vec<_> = index.calls.iter().map(|c| c.call_id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
         let a = index.call("a").expect("a");
-        assert_eq!(
-            (a.records, a.events, a.closed, a.issued),
-            (3, 2, 1, Some(2))
-        );
+        assert_eq!((a.records, a.events, a.notes), (4, 2, 1));
+        assert_eq!((a.closed, a.issued), (1, Some(2)));
         assert_eq!(a.seqs, Some(SeqRange { first: 0, last: 1 }));
-        assert_eq!(a.time_range, (10, 60));
+        assert_eq!(a.time_range, (5, 60));
         let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
         let starts: Vec<u64> = lines
             .iter()
@@ -516,11 +516,11 @@ mod tests {
             a.runs,
             [ByteRun {
                 start: starts[1],
-                end: starts[4],
+                end: starts[5],
                 line: 2
             }]
         );
-        assert_eq!(a.byte_range(), (starts[1], starts[4]));
+        assert_eq!(a.byte_range(), (starts[1], starts[5]));
         assert_eq!(
             index.call("b").expect("b").byte_range(),
             (0, bytes.len() as u64)
@@ -564,7 +564,7 @@ mod tests {
         let mut bytes = segment();
         bytes.extend_from_slice(b"{\"v\":3,\"call");
         match build(&bytes[..], 1) {
-            Err(ScanError::Corrupt { number, .. }) => assert_eq!(number, 6),
+            Err(ScanError::Corrupt { number, .. }) => assert_eq!(number, 7),
             other => panic!("{other:?}"),
         }
         assert!(matches!(build_with(&bytes[..], 1, true), Ok(None)));

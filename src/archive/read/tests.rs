@@ -175,3 +175,43 @@ fn a_stale_or_damaged_index_is_ignored() {
     let summary = index_archive(dir.path()).expect("indexes");
     assert_eq!((summary.written, summary.current), (1, 1));
 }
+
+/// Archived notes come back with the call's trail: after its events, in
+/// their own seq order, before the closed record.
+#[test]
+fn a_calls_notes_come_back_between_its_events_and_its_closed_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let at = Timestamp::from_unix_nanos(1_764_063_000_000_000_000);
+    let mut out = Vec::new();
+    for seq in [1, 0] {
+        let event = AuditEvent::new(seq, at, AuditEventType::ToolInvoked, None, Details::new());
+        encode_line("a", Origin::Logged, &event, &mut out);
+        let note = crate::call::Note::new(at, format!("note {seq}"));
+        crate::archive::record::encode_note("a", seq, Origin::Evicted, &note, &mut out);
+    }
+    encode_closed("a", 2, at, &mut out);
+    fs::write(dir.path().join(segment_name(1)), out).expect("written");
+    index_archive(dir.path()).expect("indexes");
+    let trail = ArchiveReader::open(dir.path())
+        .expect("opens")
+        .call("a")
+        .expect("reads");
+    let kinds: Vec<(char, u64)> = trail
+        .lines
+        .iter()
+        .map(|line| match line {
+            ArchiveLine::Event(e) => ('e', e.seq),
+            ArchiveLine::Note(n) => ('n', n.seq),
+            ArchiveLine::Closed(c) => ('c', c.issued),
+        })
+        .collect();
+    assert_eq!(kinds, [('e', 0), ('e', 1), ('n', 0), ('n', 1), ('c', 2)]);
+    assert_eq!(
+        trail.notes().map(|n| n.text.as_str()).collect::<Vec<_>>(),
+        ["note 0", "note 1"]
+    );
+    assert_eq!(trail.indexed, 1);
+    let report = verify(dir.path()).expect("verifies");
+    assert_eq!(report.calls["a"].notes, 2);
+    assert!(report.is_complete(), "{report}");
+}
