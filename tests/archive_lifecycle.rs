@@ -21,7 +21,7 @@ use callring::call::{AuditEventType, CallState, Details, Limits, Timestamp};
 fn write_archive(dir: &Path, config: ArchiveConfig, calls: usize, events: usize, t0: i64) {
     let archiver = Archiver::start(dir, config).expect("archive opens");
     for c in 0..calls {
-        let id = format!("call-{c}");
+        let id = format!("call-{c}-{t0}");
         let tick = Arc::new(AtomicU64::new(0));
         let call = CallState::builder(&id)
             .limits(Limits::new(100, 10).expect("valid"))
@@ -314,6 +314,21 @@ fn pruning_removes_old_sealed_segments_and_records_them() {
         assert!(!dir.path().join(&segment.file).exists());
     }
     assert!(dir.path().join("pruned.jsonl").exists());
+    // Verify reports what was pruned, and no call as incomplete: the old
+    // calls' trails were removed whole, with their closed records.
+    let verified = verify(dir.path()).expect("readable");
+    assert!(verified.is_ok() && verified.is_complete(), "{verified}");
+    assert_eq!(verified.pruned_segments.len(), old_segments);
+    assert_eq!(verified.pruned_records, 10 * 21);
+    assert!(verified.pruned_through.is_some_and(|t| t < cutoff));
+    assert_eq!(verified.calls.len(), 20);
+    assert_eq!(verified.records, 10 * 21, "the recent calls only");
+    let old = &verified.calls[&format!("call-3-{}", now - 365 * day)];
+    assert_eq!((old.events, old.pruned.len()), (0, 1), "{old:?}");
+    assert!(
+        verified.to_string().contains("pruned by retention"),
+        "{verified}"
+    );
     // A second prune finds nothing more.
     let again = prune_before(dir.path(), cutoff).expect("pruned");
     assert!(again.segments.is_empty(), "{again}");
@@ -358,4 +373,16 @@ fn retention_by_size_keeps_the_archive_under_its_bound() {
     assert!(total <= (64 << 10) + (16 << 10), "{total} bytes");
     let _ = call.end();
     archiver.stop().expect("clean stop");
+    // The call's first events were pruned: listed as pruned, not as gaps.
+    let report = verify(dir.path()).expect("readable");
+    assert!(report.is_complete(), "{report}");
+    let trail = &report.calls["long-call"];
+    assert_eq!(trail.pruned.first().map(|r| r.first), Some(0), "{trail:?}");
+    let pruned: u64 = trail.pruned.iter().map(|r| r.len()).sum();
+    assert_eq!(trail.events + pruned, 3000, "{trail:?}");
+    assert!(trail.gaps.is_empty());
+    let reader = callring::archive::ArchiveReader::open(dir.path()).expect("opens");
+    let back = reader.call("long-call").expect("readable");
+    assert_eq!(back.pruned, trail.pruned);
+    assert_eq!(back.events().count() as u64, trail.events);
 }

@@ -38,6 +38,8 @@ pub enum IoOp {
     Remove,
     /// Compressing a sealed segment (or finding it changed meanwhile).
     Compress,
+    /// Reading a sealed segment to write its index.
+    Index,
 }
 
 impl fmt::Display for IoOp {
@@ -56,6 +58,7 @@ impl fmt::Display for IoOp {
             IoOp::Rename => "rename",
             IoOp::Remove => "remove",
             IoOp::Compress => "compress",
+            IoOp::Index => "index",
         })
     }
 }

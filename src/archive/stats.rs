@@ -49,6 +49,8 @@ pub struct ArchiveStats {
     /// Bytes of a torn tail cut from the previous run's last segment at
     /// start.
     pub repaired_torn_bytes: u64,
+    /// Sealed segments indexed by this archiver (`audit-N.idx`).
+    pub indexed_segments: u64,
     /// Sealed segments compressed by this archiver
     /// ([`ArchiveConfig::compress`](crate::archive::ArchiveConfig::compress)).
     pub compressed_segments: u64,
@@ -85,6 +87,7 @@ pub(crate) struct Counters {
     pub(crate) lost: Counter,
     pub(crate) duplicates: Counter,
     pub(crate) repaired_torn_bytes: Counter,
+    pub(crate) indexed_segments: Counter,
     pub(crate) compressed_segments: Counter,
     pub(crate) compressed_plain_bytes: Counter,
     pub(crate) compressed_bytes: Counter,
@@ -120,6 +123,7 @@ impl Counters {
             lost: get(&self.lost),
             duplicates: get(&self.duplicates),
             repaired_torn_bytes: get(&self.repaired_torn_bytes),
+            indexed_segments: get(&self.indexed_segments),
             compressed_segments: get(&self.compressed_segments),
             compressed_plain_bytes: get(&self.compressed_plain_bytes),
             compressed_bytes: get(&self.compressed_bytes),

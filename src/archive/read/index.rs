@@ -296,7 +296,6 @@ fn build_with<R: BufRead>(
 /// Whatever reading the segment or writing the index reports; a segment
 /// line that is not a record is [`io::ErrorKind::InvalidData`], its message
 /// naming the file and line.
-#[allow(dead_code)] // Called by the sealer.
 pub(crate) fn write_index(
     fs: &dyn ArchiveFs,
     dir: &Path,

@@ -19,7 +19,9 @@ use crate::archive::record::{
     compressed_segment_name, sort_segments, ArchiveLine, ArchiveRecord, ClosedRecord, NoteRecord,
     SegmentPath,
 };
+use crate::archive::spool::retention::{read_manifest, PrunedSegment};
 use crate::archive::spool::zst::{SegmentReader, FRAME_BYTES};
+use crate::archive::verify::report::SeqRange;
 use crate::archive::verify::report::TornTail;
 use crate::archive::verify::VerifyError;
 
@@ -47,6 +49,33 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<SegmentPath>, Vec<PathBuf
         .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
         .map_err(|e| IoFailure::new(IoOp::ListDir, dir, &e))?;
     Ok(sort_segments(dir, names))
+}
+
+/// An archive directory's segments, other files and pruned segments.
+pub(crate) struct Listing {
+    /// The segments to read, in order (none the manifest lists).
+    pub(crate) segments: Vec<SegmentPath>,
+    /// Files that are not segments.
+    pub(crate) ignored: Vec<PathBuf>,
+    /// The segments retention removed, per the pruning manifest.
+    pub(crate) pruned: Vec<PrunedSegment>,
+}
+
+/// [`list_segments`], and the pruning manifest: a segment the manifest
+/// lists but a crash left on disk (between the manifest's line and the
+/// removal) is pruned, not read.
+pub(crate) fn list_archive(dir: &Path) -> Result<Listing, VerifyError> {
+    let (mut segments, ignored) = list_segments(dir)?;
+    let pruned = read_manifest(dir)?;
+    if !pruned.is_empty() {
+        let gone: std::collections::HashSet<u64> = pruned.iter().map(|p| p.segment).collect();
+        segments.retain(|s| !gone.contains(&s.index));
+    }
+    Ok(Listing {
+        segments,
+        ignored,
+        pruned,
+    })
 }
 
 /// A segment opened for reading.
@@ -151,6 +180,8 @@ type Stream = Box<dyn BufRead + Send>;
 pub struct ArchiveReader {
     dir: PathBuf,
     segments: Vec<SegmentPath>,
+    /// Segments removed by retention, per the pruning manifest.
+    pruned: Vec<PrunedSegment>,
     bytes_read: Arc<AtomicU64>,
 }
 
@@ -163,10 +194,13 @@ impl ArchiveReader {
     /// path, [`VerifyError::Io`] if it cannot be listed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, VerifyError> {
         let dir = dir.as_ref();
-        let (segments, _) = list_segments(dir)?;
+        let Listing {
+            segments, pruned, ..
+        } = list_archive(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             segments,
+            pruned,
             bytes_read: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -262,7 +296,22 @@ impl ArchiveReader {
             lines: Vec::new(),
             indexed: 0,
             scanned: 0,
+            pruned: self
+                .pruned
+                .iter()
+                .filter_map(|p| p.calls.get(call_id))
+                .flat_map(|c| c.seqs.iter().copied())
+                .collect(),
         };
+        trail.pruned.sort_by_key(|r| r.first);
+        // One run per stretch of seqs, across segments.
+        trail.pruned.dedup_by(|next, run| {
+            let joins = next.first <= run.last.saturating_add(1);
+            if joins {
+                run.last = run.last.max(next.last);
+            }
+            joins
+        });
         let count = Some(&self.bytes_read);
         for (i, segment) in self.segments.iter().enumerate() {
             let opened = open_segment(segment, count)?;
@@ -400,6 +449,9 @@ pub struct CallTrail {
     pub indexed: u64,
     /// Segments read whole (no valid index).
     pub scanned: u64,
+    /// Seqs of the call's events that retention removed with their
+    /// segments (per the pruning manifest), in order.
+    pub pruned: Vec<SeqRange>,
 }
 
 impl CallTrail {

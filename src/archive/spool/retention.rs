@@ -22,6 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::archive::error::{ArchiveError, IoFailure, IoOp};
+use crate::archive::read::index::read_index;
 use crate::archive::record::{
     compressed_segment_name, index_file_name, parse_line, segment_name, sort_segments, ArchiveLine,
     SegmentPath,
@@ -217,7 +218,7 @@ pub(crate) fn prune(
                 let newest = match times.get(&segment.index) {
                     Some(newest) => *newest,
                     None => {
-                        let newest = summarize(segment)?.last_at;
+                        let newest = newest_record(dir, segment)?;
                         times.insert(segment.index, newest);
                         newest
                     }
@@ -290,7 +291,6 @@ pub(crate) fn finish_interrupted(
 /// The segments the pruning manifest of `dir` lists, in the order pruned.
 /// A torn last line (a crash while appending) is ignored; any other line
 /// that does not parse is an error.
-#[allow(dead_code)] // Until verify reads it.
 pub(crate) fn read_manifest(dir: &Path) -> Result<Vec<PrunedSegment>, IoFailure> {
     read_manifest_with(&StdFs, dir)
 }
@@ -383,6 +383,19 @@ fn decode_manifest_line(line: &[u8]) -> Result<PrunedSegment, String> {
         return Err("checksum mismatch".into());
     }
     serde_json::from_slice(line).map_err(|e| e.to_string())
+}
+
+/// The newest record time in `segment`: from its index when it has a valid
+/// one, else by reading it.
+fn newest_record(dir: &Path, segment: &SegmentPath) -> Result<Option<Timestamp>, IoFailure> {
+    let reader = SegmentReader::open(&segment.path, segment.compressed)
+        .map_err(|e| IoFailure::new(IoOp::Read, &segment.path, &e))?;
+    if let Some(index) = read_index(dir, segment.index, reader.plain_len(), None) {
+        return Ok(index
+            .time_range
+            .map(|(_, newest)| Timestamp::from_unix_nanos(newest)));
+    }
+    Ok(summarize(segment)?.last_at)
 }
 
 /// Reads a segment once: its records, time range and each call's seqs.

@@ -1,5 +1,7 @@
 //! The sealer: the archiver's second thread, which looks after segments the
-//! writer has left behind. It compresses each sealed segment (when
+//! writer has left behind. It writes each sealed segment's index
+//! (`audit-N.idx`: where each call's lines are, so a reader of one call
+//! reads only those), compresses the segment (when
 //! [`ArchiveConfig::compress`] is on) and applies retention
 //! ([`ArchiveConfig::max_age`], [`ArchiveConfig::max_bytes`], and
 //! [`Archiver::prune_before`](crate::archive::Archiver::prune_before)).
@@ -36,8 +38,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::archive::config::ArchiveConfig;
 use crate::archive::error::{ArchiveError, FaultEvent, IoFailure, IoOp};
+use crate::archive::read::index::write_index;
 use crate::archive::record::{
-    compressed_segment_name, segment_index, segment_name, sort_segments, SegmentPath,
+    compressed_segment_name, index_file_name, segment_index, segment_name, sort_segments,
+    SegmentPath,
 };
 use crate::archive::spool::fs::{remove_if_present, ArchiveFs, StdFs, TMP_SUFFIX};
 use crate::archive::spool::retention::{self, PruneReport, Retention};
@@ -326,7 +330,7 @@ struct Work {
     level: Option<i32>,
     retention: Retention,
     backoff: (Duration, Duration),
-    /// Sealed segments still to compress, oldest first.
+    /// Sealed segments still to index or compress, oldest first.
     queue: VecDeque<u64>,
     /// Each sealed segment's newest record time, once read.
     times: BTreeMap<u64, Option<Timestamp>>,
@@ -341,7 +345,7 @@ impl Work {
         let mut retry_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let busy = self.level.is_some() && !self.queue.is_empty();
+            let busy = !self.queue.is_empty();
             let wake = match retry_at {
                 Some(at) => at,
                 None if busy => now,
@@ -402,15 +406,60 @@ impl Work {
         }
     }
 
-    /// Compresses the oldest sealed segment, or applies retention when due.
-    /// `Ok(true)` when nothing is left to do.
+    /// Seals the oldest segment in the queue (its index, then its
+    /// compression), or applies retention when due. `Ok(true)` when nothing
+    /// is left to do.
     fn step(&mut self, next_retention: &mut Instant) -> Result<bool, (Option<u64>, IoFailure)> {
-        if let (Some(level), Some(&index)) = (self.level, self.queue.front()) {
-            let started = Instant::now();
-            let sizes = compress_segment(&*self.fs, &self.dir, index, level)
-                .map_err(|e| (Some(index), e))?;
+        if let Some(&index) = self.queue.front() {
+            self.seal(index).map_err(|e| (Some(index), e))?;
             self.queue.pop_front();
-            if let Some(sizes) = sizes {
+            if !self.queue.is_empty() {
+                return Ok(false);
+            }
+        }
+        if self.retention.is_set() && Instant::now() >= *next_retention {
+            let _ = self.prune(None).map_err(|e| (None, e))?;
+            *next_retention = Instant::now() + RETENTION_EVERY;
+        }
+        Ok(true)
+    }
+
+    /// Writes sealed segment `index`'s index if it has none, then
+    /// compresses it if configured and still plain. Each step is skipped
+    /// when already done, so a retry after a failure redoes only the rest.
+    fn seal(&mut self, index: u64) -> Result<(), IoFailure> {
+        let fs = &*self.fs;
+        let plain = self.dir.join(segment_name(index));
+        let compressed = self.dir.join(compressed_segment_name(index));
+        let present = |path: &Path| match fs.file_len(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(IoFailure::new(IoOp::Read, path, &e)),
+        };
+        let segment = if present(&compressed)? {
+            SegmentPath {
+                index,
+                path: compressed,
+                compressed: true,
+            }
+        } else if present(&plain)? {
+            SegmentPath {
+                index,
+                path: plain,
+                compressed: false,
+            }
+        } else {
+            return Ok(()); // pruned, or a run that wrote nothing
+        };
+        let index_path = self.dir.join(index_file_name(index));
+        if !present(&index_path)? {
+            write_index(fs, &self.dir, &segment)
+                .map_err(|e| IoFailure::new(IoOp::Index, &segment.path, &e))?;
+            add(&self.shared.counters.indexed_segments, 1);
+        }
+        if let (Some(level), false) = (self.level, segment.compressed) {
+            let started = Instant::now();
+            if let Some(sizes) = compress_segment(fs, &self.dir, index, level)? {
                 let counters = &self.shared.counters;
                 add(&counters.compressed_segments, 1);
                 add(&counters.compressed_plain_bytes, sizes.plain);
@@ -420,18 +469,8 @@ impl Work {
                     started.elapsed().as_micros() as u64,
                 );
             }
-            if !self.queue.is_empty() {
-                return Ok(false);
-            }
         }
-        if self.level.is_none() {
-            self.queue.clear();
-        }
-        if self.retention.is_set() && Instant::now() >= *next_retention {
-            let _ = self.prune(None).map_err(|e| (None, e))?;
-            *next_retention = Instant::now() + RETENTION_EVERY;
-        }
-        Ok(true)
+        Ok(())
     }
 
     /// Applies retention (and `before`, when given) to the sealed segments.

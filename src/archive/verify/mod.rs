@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::error::{IoFailure, IoOp};
 use crate::archive::read::lines::{SegmentLines, Step};
-use crate::archive::read::{list_segments, open_segment, scan_error, Opened};
+use crate::archive::read::{list_archive, open_segment, scan_error, Listing, Opened};
 use crate::archive::record::{ArchiveLine, ArchiveRecord};
 use crate::archive::spool::fs::lock_dir;
 use crate::archive::verify::report::{
@@ -280,7 +280,11 @@ fn scan(
     options: &VerifyOptions,
     mut f: impl FnMut(ArchiveLine),
 ) -> Result<VerifyReport, VerifyError> {
-    let (segments, ignored) = list_segments(dir)?;
+    let Listing {
+        segments,
+        ignored,
+        pruned,
+    } = list_archive(dir)?;
     let _lock = if options.truncate_torn {
         Some(lock_dir(dir).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock => VerifyError::Locked {
@@ -363,9 +367,26 @@ fn scan(
             });
         }
     }
-    // Retention: the pruning manifest's segments and each call's pruned
-    // seqs go here (`Trail::pruned`, `VerifyReport::pruned_segments`).
-    let pruned_segments = Vec::new();
+    // Retention: what the pruning manifest says each removed segment held
+    // accounts for those seqs (pruned, not gaps), and a pruned closed
+    // record still says how many seqs its call issued.
+    for segment in &pruned {
+        for (call_id, call) in &segment.calls {
+            let trail = match trails.get_mut(call_id.as_str()) {
+                Some(trail) => trail,
+                None => trails.entry(call_id.clone()).or_default(),
+            };
+            for &range in &call.seqs {
+                trail.pruned(range);
+            }
+            if let Some(issued) = call.issued {
+                trail.closed(issued);
+            }
+        }
+    }
+    let pruned_segments = pruned.iter().map(|p| p.segment).collect();
+    let pruned_records = pruned.iter().map(|p| p.records).sum();
+    let pruned_through = pruned.iter().filter_map(|p| p.last_at).max();
     let calls: BTreeMap<String, CallReport> = trails
         .into_iter()
         .map(|(id, trail)| (id, trail.judge()))
@@ -384,6 +405,8 @@ fn scan(
         calls,
         torn_tail,
         pruned_segments,
+        pruned_records,
+        pruned_through,
     })
 }
 

@@ -261,6 +261,13 @@ pub struct VerifyReport {
     /// manifest; their calls' seqs are in [`CallReport::pruned`].
     #[serde(default)]
     pub pruned_segments: Vec<u64>,
+    /// Records in those segments (events, closed records and notes).
+    #[serde(default)]
+    pub pruned_records: u64,
+    /// The newest record time among them: everything pruned is at or
+    /// before it.
+    #[serde(default)]
+    pub pruned_through: Option<crate::call::Timestamp>,
 }
 
 impl VerifyReport {
@@ -389,6 +396,19 @@ impl fmt::Display for VerifyReport {
                 } else {
                     "; run with truncation to cut it"
                 }
+            )?;
+        }
+        if let (Some(first), Some(last)) =
+            (self.pruned_segments.first(), self.pruned_segments.last())
+        {
+            writeln!(
+                f,
+                "pruned by retention: {} (segments {first}..={last}), {}, newest record {}; \
+                 their seqs are listed per call as pruned, not as gaps",
+                count(self.pruned_segments.len() as u64, "segment"),
+                count(self.pruned_records, "record"),
+                self.pruned_through
+                    .map_or_else(|| "none".to_owned(), |t| t.to_string())
             )?;
         }
         for file in &self.ignored {

@@ -113,6 +113,8 @@ impl Trails {
             calls,
             torn_tail: None,
             pruned_segments: Vec::new(),
+            pruned_records: 0,
+            pruned_through: None,
         }
     }
 }
