@@ -177,10 +177,15 @@ fn indexing_skips_the_segment_a_running_archiver_writes() {
     run("one").stop().expect("stops");
     run("two").stop().expect("stops");
     let running = run("three");
+    // The running archiver's sealer has indexed (or is indexing) the
+    // sealed segments 1 and 2; index_archive does what is left of that.
     let summary = index_archive(dir.path()).expect("indexes");
-    assert_eq!((summary.segments, summary.written), (3, 2));
+    assert_eq!(
+        (summary.segments, summary.written + summary.current),
+        (3, 2)
+    );
     assert_eq!(summary.skipped, [dir.path().join(segment_name(3))]);
-    assert!(summary.to_string().contains("2 indexed now"), "{summary}");
+    assert!(summary.to_string().contains("skipped"), "{summary}");
     running.stop().expect("stops");
     let summary = index_archive(dir.path()).expect("indexes");
     assert_eq!((summary.written, summary.current), (1, 2));

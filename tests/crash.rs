@@ -146,15 +146,12 @@ fn read_confirmed(path: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The `callring_archive` example, built by `cargo test`.
+/// The `callring-archive` command (feature `cli`, on by default), built by
+/// `cargo test` for the integration tests.
 fn archive_command() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    dir.join("examples")
-        .join(format!("callring_archive{}", std::env::consts::EXE_SUFFIX))
+    option_env!("CARGO_BIN_EXE_callring-archive")
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 #[test]
@@ -222,14 +219,14 @@ fn sigkill_loses_no_confirmed_event() {
         total_confirmed += confirmed.len();
 
         // The archive command agrees: exit 0, the live calls reported open.
-        // (`cargo test` builds the examples; `cargo test --test crash` alone
-        // does not, and then only the library's verdict above is checked.)
+        // (Without the `cli` feature only the library's verdict above is
+        // checked.)
         let command = archive_command();
         if command.exists() {
             let out = Command::new(command)
                 .args(["verify", archive.to_str().expect("utf-8 path")])
                 .output()
-                .expect("callring_archive runs");
+                .expect("callring-archive runs");
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert_eq!(out.status.code(), Some(0), "run {run}: {stdout}");
             if report.open > 0 {

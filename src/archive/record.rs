@@ -711,7 +711,6 @@ pub fn compressed_segment_name(index: u64) -> String {
 }
 
 /// The file name of the index of sealed segment `index`.
-#[allow(dead_code)] // Until the sealer lands.
 pub(crate) fn index_file_name(index: u64) -> String {
     format!("{PREFIX}{index:0DIGITS$}{INDEX}")
 }

@@ -158,34 +158,43 @@ pub trait ReadFile: Read + Seek + Send + fmt::Debug {}
 
 impl<T: Read + Seek + Send + fmt::Debug> ReadFile for T {}
 
-/// Writes `bytes` to `dir/name` atomically: to `name.tmp` first, fsynced,
-/// then renamed over `name`, and the directory fsynced. A crash at any step
-/// leaves either the old `name` (or none) or the new one whole, and at most
-/// a stray `.tmp` file that readers ignore.
-#[allow(dead_code)] // Until the sealer lands.
+/// Writes `bytes` to `dir/name` atomically: to a temporary file first
+/// (`name.<process>-<n>.tmp`, unique to this writer, so a sealer and an
+/// offline `index_archive` writing the same index never share one),
+/// fsynced, then renamed over `name`, and the directory fsynced. A crash at
+/// any step leaves either the old `name` (or none) or the new one whole, and
+/// at most a stray `.tmp` file that readers ignore and the next start
+/// removes.
 pub(crate) fn write_atomically(
     fs: &dyn ArchiveFs,
     dir: &Path,
     name: &str,
     bytes: &[u8],
 ) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    remove_if_present(fs, &tmp)?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // Relaxed: only uniqueness is needed, which every RMW gives.
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{}-{n}{TMP_SUFFIX}", std::process::id()));
     let mut file = fs.open_append(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    drop(file);
-    fs.rename(&tmp, &dir.join(name))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| {
+            drop(file);
+            fs.rename(&tmp, &dir.join(name))
+        });
+    if let Err(e) = written {
+        let _ = remove_if_present(fs, &tmp);
+        return Err(e);
+    }
     fs.sync_dir(dir)
 }
 
 /// The suffix of a file being written atomically; a crash can leave one
 /// behind, and every reader ignores it.
-#[allow(dead_code)]
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 /// Removes `path`; a file already gone is not an error.
-#[allow(dead_code)]
 pub(crate) fn remove_if_present(fs: &dyn ArchiveFs, path: &Path) -> io::Result<()> {
     match fs.remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -258,18 +267,33 @@ impl ArchiveFs for StdFs {
 
 /// Takes the archive directory's lock (an exclusive advisory lock on
 /// [`LOCK_FILE`]); `WouldBlock` if another holder has it.
+///
+/// A lock just released can still be held for a moment by a child process
+/// that another thread of the releasing process was spawning: the lock file's
+/// descriptor is in the child between its fork and its exec (where
+/// close-on-exec drops it). So a `WouldBlock` is retried for up to
+/// [`LOCK_PATIENCE`] before it is reported.
 pub(crate) fn lock_dir(dir: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join(LOCK_FILE))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
-        Err(fs::TryLockError::Error(e)) => Err(e),
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
+
+/// How long [`lock_dir`] retries a held lock.
+pub(crate) const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A segment file opened with `O_APPEND`.
 #[derive(Debug)]

@@ -108,7 +108,9 @@ impl Archive<JsonLines> {
     /// # Errors
     ///
     /// [`ArchiveError::InvalidConfig`] for an out-of-range setting,
-    /// [`ArchiveError::Locked`] if another archiver holds `dir`,
+    /// [`ArchiveError::Locked`] if another archiver holds `dir` (a lock is
+    /// retried for up to 250 ms first: a just-stopped archiver's lock can
+    /// linger that long in a child process being spawned),
     /// [`ArchiveError::Io`] if the directory cannot be created, listed or
     /// repaired, [`ArchiveError::Spawn`] if the thread cannot start.
     pub fn start(dir: impl Into<PathBuf>, config: ArchiveConfig) -> Result<Self, ArchiveError> {

@@ -391,9 +391,7 @@ fn newest_record(dir: &Path, segment: &SegmentPath) -> Result<Option<Timestamp>,
     let reader = SegmentReader::open(&segment.path, segment.compressed)
         .map_err(|e| IoFailure::new(IoOp::Read, &segment.path, &e))?;
     if let Some(index) = read_index(dir, segment.index, reader.plain_len(), None) {
-        return Ok(index
-            .time_range
-            .map(|(_, newest)| Timestamp::from_unix_nanos(newest)));
+        return Ok(index.times().map(|(_, newest)| newest));
     }
     Ok(summarize(segment)?.last_at)
 }

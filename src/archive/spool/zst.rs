@@ -184,22 +184,14 @@ impl SegmentReader {
     }
 
     /// Counts the file bytes read from now on into `counter`.
-    #[allow(dead_code)] // Used by the archive reader.
     pub(crate) fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
         self.counter = Some(counter);
         self
     }
 
     /// The plain segment's length in bytes.
-    #[allow(dead_code)] // Used by the archive reader.
     pub(crate) fn plain_len(&self) -> u64 {
         self.plain_len
-    }
-
-    /// Whether the file is compressed.
-    #[allow(dead_code)] // Used by the archive reader.
-    pub(crate) fn is_compressed(&self) -> bool {
-        self.frames.is_some()
     }
 
     /// The plain bytes `start..end` (`end` clamped to the length), read
