@@ -222,7 +222,7 @@ impl Archive<JsonLines> {
     /// pruned. Runs on the archiver's sealer thread; ring writers do not
     /// wait for it.
     ///
-    /// With a [`Shipper`](crate::archive::Shipper) reading this spool,
+    /// With a `Shipper` (feature `postgres`) reading this spool,
     /// prune only what it has shipped (its progress is in the database).
     ///
     /// # Errors
