@@ -14,46 +14,7 @@ use std::time::{Duration, Instant};
 
 use callring::archive::{verify, ArchiveConfig, Archiver, FullQueue, SegmentFile};
 use callring::call::{AuditEventType, CallError, CallState, Details};
-use common::WrapFs;
-
-/// Writes wait while the gate is closed.
-#[derive(Debug, Clone, Default)]
-struct Stall(Arc<(Mutex<bool>, Condvar)>);
-
-impl Stall {
-    fn close(&self) {
-        *self.0 .0.lock().expect("lock") = true;
-    }
-    fn open(&self) {
-        *self.0 .0.lock().expect("lock") = false;
-        self.0 .1.notify_all();
-    }
-    fn pass(&self) {
-        let mut closed = self.0 .0.lock().expect("lock");
-        while *closed {
-            closed = self.0 .1.wait(closed).expect("lock");
-        }
-    }
-}
-
-#[derive(Debug)]
-struct StalledSegment {
-    inner: Box<dyn SegmentFile>,
-    stall: Stall,
-}
-
-impl SegmentFile for StalledSegment {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.stall.pass();
-        self.inner.write_all(buf)
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-}
+use common::{Stall, StalledSegment, WrapFs};
 
 const PLACES: usize = 4;
 

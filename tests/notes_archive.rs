@@ -10,16 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use callring::archive::{
-    read_notes, verify, ArchiveConfig, Archiver, NoteRecord, Origin, SegmentFile,
-};
+use callring::archive::{read_notes, verify, ArchiveConfig, Archiver, NoteRecord, Origin};
 use callring::call::{AuditEventType, CallState, Details, EndOutcome, Limits};
-use common::WrapFs;
+use common::{Stall, StalledSegment, WrapFs};
 
 const AGENTS: usize = 4;
 const PER_AGENT: usize = if cfg!(debug_assertions) { 400 } else { 2000 };
@@ -172,49 +169,13 @@ fn notes_take_no_audit_seq_and_leave_the_audit_verdict_alone() {
         .is_empty());
 }
 
-/// Writes wait while the gate is closed.
-#[derive(Debug, Clone, Default)]
-struct Stall(Arc<(Mutex<bool>, Condvar)>);
-
-impl Stall {
-    fn set(&self, closed: bool) {
-        *self.0 .0.lock().expect("lock") = closed;
-        self.0 .1.notify_all();
-    }
-    fn pass(&self) {
-        let mut closed = self.0 .0.lock().expect("lock");
-        while *closed {
-            closed = self.0 .1.wait(closed).expect("lock");
-        }
-    }
-}
-
-#[derive(Debug)]
-struct StalledSegment {
-    inner: Box<dyn SegmentFile>,
-    stall: Stall,
-}
-
-impl SegmentFile for StalledSegment {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.stall.pass();
-        self.inner.write_all(buf)
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-}
-
 /// Opens the gate when dropped, so a failing test does not leave the
 /// appender stuck (and the test hanging).
 struct OpenOnDrop<'a>(&'a Stall);
 
 impl Drop for OpenOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.set(false);
+        self.0.open();
     }
 }
 
@@ -251,7 +212,7 @@ fn a_full_queue_makes_the_evicting_append_wait_and_drops_nothing() {
         .limits(Limits::new(1, 1).expect("valid"))
         .notes_archive(archiver.sink("c"))
         .build();
-    stall.set(true);
+    stall.close();
     let done = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|s| {
         let _open = OpenOnDrop(&stall);

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use callring::archive::{ArchiveFs, SegmentFile, StdFs};
 
@@ -44,5 +44,49 @@ impl ArchiveFs for WrapFs {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         StdFs.sync_dir(dir)
+    }
+}
+
+/// Writes wait while the gate is closed. (Not every test binary that
+/// includes this module uses it.)
+#[allow(dead_code)]
+#[derive(Debug, Clone, Default)]
+pub struct Stall(Arc<(Mutex<bool>, Condvar)>);
+
+#[allow(dead_code)]
+impl Stall {
+    pub fn close(&self) {
+        *self.0 .0.lock().expect("lock") = true;
+    }
+    pub fn open(&self) {
+        *self.0 .0.lock().expect("lock") = false;
+        self.0 .1.notify_all();
+    }
+    pub fn pass(&self) {
+        let mut closed = self.0 .0.lock().expect("lock");
+        while *closed {
+            closed = self.0 .1.wait(closed).expect("lock");
+        }
+    }
+}
+
+/// A segment whose writes wait at the [`Stall`].
+#[allow(dead_code)]
+#[derive(Debug)]
+pub struct StalledSegment {
+    pub inner: Box<dyn SegmentFile>,
+    pub stall: Stall,
+}
+
+impl SegmentFile for StalledSegment {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.stall.pass();
+        self.inner.write_all(buf)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()
     }
 }
