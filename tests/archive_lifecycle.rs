@@ -386,3 +386,28 @@ fn retention_by_size_keeps_the_archive_under_its_bound() {
     assert_eq!(back.pruned, trail.pruned);
     assert_eq!(back.events().count() as u64, trail.events);
 }
+
+/// An offline prune may remove every segment; the next archiver must not
+/// reuse a pruned segment's number (readers would skip it as pruned).
+#[test]
+fn segments_written_after_everything_was_pruned_are_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = || ArchiveConfig::default().segment_bytes(16 << 10);
+    write_archive(dir.path(), config(), 3, 20, 0);
+    let report = prune_before(dir.path(), Timestamp::now()).expect("pruned");
+    assert!(!report.segments.is_empty());
+    assert!(names(dir.path()).iter().all(|n| !n.starts_with("audit-")));
+    let now = Timestamp::now().unix_nanos();
+    write_archive(dir.path(), config(), 2, 10, now);
+    let verified = verify(dir.path()).expect("readable");
+    assert!(verified.is_complete(), "{verified}");
+    assert_eq!(
+        verified.records,
+        2 * 11,
+        "the new calls are read: {verified}"
+    );
+    // And a later start does not remove them as pruned.
+    let archiver = Archiver::start(dir.path(), config()).expect("restarts");
+    archiver.stop().expect("clean stop");
+    assert_eq!(verify(dir.path()).expect("readable").records, 2 * 11);
+}

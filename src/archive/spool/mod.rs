@@ -124,7 +124,8 @@ impl Archive<JsonLines> {
             _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, &dir, &e)),
         })?;
         // Finish what a crash interrupted: a half-done compression or prune.
-        let segments = seal::recover(&*fs, &dir)?;
+        let recovered = seal::recover(&*fs, &dir)?;
+        let segments = recovered.segments;
         let shared = Arc::new(Shared::new(
             config.on_fault.clone(),
             config.channel_capacity,
@@ -150,6 +151,9 @@ impl Archive<JsonLines> {
                 index.saturating_add(1)
             }
         };
+        // Above every pruned segment too, even when retention removed them
+        // all: the manifest would make readers skip a reused number.
+        let next = next.max(recovered.highest_pruned.map_or(1, |p| p.saturating_add(1)));
         // Every existing segment is durable whole (the last one was just
         // repaired and fsynced; earlier ones were fsynced before their run
         // moved on).

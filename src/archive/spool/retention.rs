@@ -162,7 +162,7 @@ pub fn prune_before(dir: impl AsRef<Path>, before: Timestamp) -> Result<PruneRep
         _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, dir, &e)),
     })?;
     let fs = StdFs;
-    crate::archive::spool::seal::recover(&fs, dir)?;
+    let _ = crate::archive::spool::seal::recover(&fs, dir)?;
     let mut times = BTreeMap::new();
     Ok(prune(
         &fs,
@@ -268,24 +268,31 @@ fn remove_segment(fs: &dyn ArchiveFs, dir: &Path, index: u64) -> Result<(), IoFa
 }
 
 /// Removes the files of segments the manifest lists (a crash between the
-/// manifest's line and the removal). Returns whether it removed any.
+/// manifest's line and the removal). Returns whether it removed any, and
+/// the highest segment index the manifest lists: a new segment must be
+/// numbered above it, or readers would skip it as pruned.
 pub(crate) fn finish_interrupted(
     fs: &dyn ArchiveFs,
     dir: &Path,
-    segments: &[SegmentPath],
-) -> Result<bool, IoFailure> {
-    if segments.is_empty() {
-        return Ok(false);
-    }
+    segments: &mut Vec<SegmentPath>,
+) -> Result<(bool, Option<u64>), IoFailure> {
     let pruned = read_manifest_with(fs, dir)?;
-    let mut removed = false;
-    for segment in segments {
-        if pruned.iter().any(|p| p.segment == segment.index) {
-            remove_segment(fs, dir, segment.index)?;
-            removed = true;
+    let highest = pruned.iter().map(|p| p.segment).max();
+    let before = segments.len();
+    let mut failed = None;
+    segments.retain(|segment| {
+        if failed.is_some() || !pruned.iter().any(|p| p.segment == segment.index) {
+            return true;
         }
+        if let Err(e) = remove_segment(fs, dir, segment.index) {
+            failed = Some(e);
+        }
+        false
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    Ok(removed)
+    Ok((segments.len() < before, highest))
 }
 
 /// The segments the pruning manifest of `dir` lists, in the order pruned.

@@ -88,7 +88,7 @@ impl Sealer {
         shared: Arc<Shared>,
         first_unsealed: u64,
     ) -> Result<(Self, Sender<Job>), ArchiveError> {
-        let segments = recover(&*fs, &dir)?;
+        let segments = recover(&*fs, &dir)?.segments;
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut work = Work {
             fs,
@@ -140,9 +140,8 @@ impl Drop for Sealer {
 
 /// Finishes what a crash left half done in `dir`: removes the temporary
 /// files of an interrupted write and the plain copy of a segment whose
-/// compressed copy is in place, and finishes interrupted prunes. Returns the
-/// segments.
-pub(crate) fn recover(fs: &dyn ArchiveFs, dir: &Path) -> Result<Vec<SegmentPath>, IoFailure> {
+/// compressed copy is in place, and finishes interrupted prunes.
+pub(crate) fn recover(fs: &dyn ArchiveFs, dir: &Path) -> Result<Recovered, IoFailure> {
     let names = fs
         .list_dir(dir)
         .map_err(|e| IoFailure::new(IoOp::ListDir, dir, &e))?;
@@ -162,12 +161,23 @@ pub(crate) fn recover(fs: &dyn ArchiveFs, dir: &Path) -> Result<Vec<SegmentPath>
             changed = true;
         }
     }
-    changed |= retention::finish_interrupted(fs, dir, &segments)?;
-    if changed {
+    let mut segments = segments;
+    let (removed, highest_pruned) = retention::finish_interrupted(fs, dir, &mut segments)?;
+    if changed || removed {
         fs.sync_dir(dir)
             .map_err(|e| IoFailure::new(IoOp::SyncDir, dir, &e))?;
     }
-    Ok(segments)
+    Ok(Recovered {
+        segments,
+        highest_pruned,
+    })
+}
+
+/// What [`recover`] leaves: the segments, and the highest segment index the
+/// pruning manifest lists (new segments are numbered above both).
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<SegmentPath>,
+    pub(crate) highest_pruned: Option<u64>,
 }
 
 /// Compresses sealed segment `index` (see the module docs for the steps).
@@ -307,7 +317,7 @@ pub fn compress_archive(dir: impl AsRef<Path>, level: i32) -> Result<CompressRep
     let fs = StdFs;
     let started = Instant::now();
     let mut report = CompressReport::default();
-    for segment in recover(&fs, dir)? {
+    for segment in recover(&fs, dir)?.segments {
         if segment.compressed {
             continue;
         }
