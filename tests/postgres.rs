@@ -589,7 +589,8 @@ fn lines_after(dir: &Path, from: (i64, i64)) -> u64 {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .expect("dir")
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
-        .filter(|n| n.starts_with("audit-"))
+        // Segments only (not their indexes, `audit-N.idx`).
+        .filter(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
         .collect();
     names.sort();
     names
