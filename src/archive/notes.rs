@@ -11,7 +11,9 @@ use crate::archive::verify::{read_archive_lines, VerifyError};
 /// (evicted, or drained when it ended), written by a call built with
 /// [`notes_archive`](crate::call::CallStateBuilder::notes_archive).
 ///
-/// For an ended call these are all its notes, seqs `0..n` each once. For a
+/// For an ended call these are all its notes, seqs `0..n` each once, unless
+/// retention pruned segments holding some of them (those are gone; see
+/// [`ArchiveConfig::max_age`](crate::archive::ArchiveConfig::max_age)). For a
 /// live one, they and the notes still in its ring
 /// ([`CallState::notes`](crate::call::CallState::notes)) are all its notes,
 /// each in exactly one of the two places (but read them at different times

@@ -722,12 +722,15 @@ pub fn segment_index(name: &OsStr) -> Option<u64> {
 }
 
 /// The number in `audit-<digits><suffix>`.
+/// Only the canonical spelling counts (no extra leading zeros), so two
+/// names never stand for one segment.
 fn numbered(name: &OsStr, suffix: &str) -> Option<u64> {
     let digits = name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(suffix)?;
     if digits.len() < DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    let index: u64 = digits.parse().ok()?;
+    (format!("{index:0DIGITS$}") == digits).then_some(index)
 }
 
 /// A segment file found in an archive directory.

@@ -19,7 +19,8 @@ use crate::archive::record::{
     compressed_segment_name, sort_segments, ArchiveLine, ArchiveRecord, ClosedRecord, NoteRecord,
     SegmentPath,
 };
-use crate::archive::spool::retention::{read_manifest, PrunedSegment};
+use crate::archive::spool::fs::StdFs;
+use crate::archive::spool::retention::{for_each_pruned, pruned_indexes};
 use crate::archive::spool::zst::{SegmentReader, FRAME_BYTES};
 use crate::archive::verify::report::SeqRange;
 use crate::archive::verify::report::TornTail;
@@ -57,8 +58,6 @@ pub(crate) struct Listing {
     pub(crate) segments: Vec<SegmentPath>,
     /// Files that are not segments.
     pub(crate) ignored: Vec<PathBuf>,
-    /// The segments retention removed, per the pruning manifest.
-    pub(crate) pruned: Vec<PrunedSegment>,
 }
 
 /// [`list_segments`], and the pruning manifest: a segment the manifest
@@ -66,16 +65,11 @@ pub(crate) struct Listing {
 /// removal) is pruned, not read.
 pub(crate) fn list_archive(dir: &Path) -> Result<Listing, VerifyError> {
     let (mut segments, ignored) = list_segments(dir)?;
-    let pruned = read_manifest(dir)?;
+    let pruned = pruned_indexes(&StdFs, dir)?;
     if !pruned.is_empty() {
-        let gone: std::collections::HashSet<u64> = pruned.iter().map(|p| p.segment).collect();
-        segments.retain(|s| !gone.contains(&s.index));
+        segments.retain(|s| !pruned.contains(&s.index));
     }
-    Ok(Listing {
-        segments,
-        ignored,
-        pruned,
-    })
+    Ok(Listing { segments, ignored })
 }
 
 /// A segment opened for reading.
@@ -118,6 +112,25 @@ pub(crate) fn open_segment(
             }
         }
         Err(e) => Err(IoFailure::new(IoOp::Open, &segment.path, &e).into()),
+    }
+}
+
+/// Opens `segment` as [`open_segment`] does; `None` if it is gone because
+/// retention pruned it after it was listed (the manifest says so).
+pub(crate) fn open_unless_pruned(
+    dir: &Path,
+    segment: &SegmentPath,
+    counter: Option<&Arc<AtomicU64>>,
+) -> Result<Option<Opened>, VerifyError> {
+    match open_segment(segment, counter) {
+        Ok(opened) => Ok(Some(opened)),
+        Err(VerifyError::Io(failure))
+            if failure.kind == io::ErrorKind::NotFound
+                && pruned_indexes(&StdFs, dir).is_ok_and(|p| p.contains(&segment.index)) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -180,8 +193,6 @@ type Stream = Box<dyn BufRead + Send>;
 pub struct ArchiveReader {
     dir: PathBuf,
     segments: Vec<SegmentPath>,
-    /// Segments removed by retention, per the pruning manifest.
-    pruned: Vec<PrunedSegment>,
     bytes_read: Arc<AtomicU64>,
 }
 
@@ -194,13 +205,10 @@ impl ArchiveReader {
     /// path, [`VerifyError::Io`] if it cannot be listed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, VerifyError> {
         let dir = dir.as_ref();
-        let Listing {
-            segments, pruned, ..
-        } = list_archive(dir)?;
+        let Listing { segments, .. } = list_archive(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             segments,
-            pruned,
             bytes_read: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -296,25 +304,13 @@ impl ArchiveReader {
             lines: Vec::new(),
             indexed: 0,
             scanned: 0,
-            pruned: self
-                .pruned
-                .iter()
-                .filter_map(|p| p.calls.get(call_id))
-                .flat_map(|c| c.seqs.iter().copied())
-                .collect(),
+            pruned: Vec::new(),
         };
-        trail.pruned.sort_by_key(|r| r.first);
-        // One run per stretch of seqs, across segments.
-        trail.pruned.dedup_by(|next, run| {
-            let joins = next.first <= run.last.saturating_add(1);
-            if joins {
-                run.last = run.last.max(next.last);
-            }
-            joins
-        });
         let count = Some(&self.bytes_read);
         for (i, segment) in self.segments.iter().enumerate() {
-            let opened = open_segment(segment, count)?;
+            let Some(opened) = open_unless_pruned(&self.dir, segment, count)? else {
+                continue; // pruned since the reader opened: in the manifest now
+            };
             let plain_len = opened.reader.plain_len();
             let index = read_index(&self.dir, segment.index, plain_len, Some(&self.bytes_read));
             if let Some(index) = index {
@@ -339,6 +335,22 @@ impl ArchiveReader {
             }
             trail.scanned += 1;
         }
+        // What retention removed of the call, read after the segments so a
+        // segment pruned meanwhile is counted there.
+        for_each_pruned(&StdFs, &self.dir, |p| {
+            if let Some(call) = p.calls.get(call_id) {
+                trail.pruned.extend_from_slice(&call.seqs);
+            }
+        })?;
+        trail.pruned.sort_by_key(|r| r.first);
+        // One run per stretch of seqs, across segments.
+        trail.pruned.dedup_by(|next, run| {
+            let joins = next.first <= run.last.saturating_add(1);
+            if joins {
+                run.last = run.last.max(next.last);
+            }
+            joins
+        });
         trail.lines.sort_by_key(|line| match line {
             ArchiveLine::Event(r) => (0, r.seq),
             ArchiveLine::Note(n) => (1, n.seq),
@@ -529,7 +541,11 @@ impl Records<'_> {
             return Ok(false);
         };
         self.next += 1;
-        let opened = open_segment(segment, Some(&self.reader.bytes_read))?;
+        let Some(opened) =
+            open_unless_pruned(&self.reader.dir, segment, Some(&self.reader.bytes_read))?
+        else {
+            return Ok(true); // pruned since the reader opened: go on
+        };
         let plain_len = opened.reader.plain_len();
         let src: Stream = opened
             .reader

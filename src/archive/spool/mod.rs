@@ -284,7 +284,7 @@ impl Archive<JsonLines> {
 /// Repairs the last segment of a previous run: cuts a torn tail, or ends a
 /// whole last record that lost only its newline, and fsyncs it. Returns the
 /// bytes cut.
-fn repair_tail(fs: &dyn ArchiveFs, path: &Path) -> Result<u64, IoFailure> {
+pub(crate) fn repair_tail(fs: &dyn ArchiveFs, path: &Path) -> Result<u64, IoFailure> {
     let bytes = fs
         .read(path)
         .map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;

@@ -102,6 +102,10 @@ pub struct PruneReport {
     pub bytes: u64,
     /// Their records.
     pub records: u64,
+    /// Segments left in place because they could not be read, or hold a
+    /// line that is not a record (a segment is pruned only when every
+    /// record in it is accounted for in the manifest).
+    pub skipped: Vec<IoFailure>,
 }
 
 impl fmt::Display for PruneReport {
@@ -117,7 +121,11 @@ impl fmt::Display for PruneReport {
                 self.bytes
             ),
             _ => f.write_str("nothing to prune"),
+        }?;
+        for failure in &self.skipped {
+            write!(f, "; kept {failure}")?;
         }
+        Ok(())
     }
 }
 
@@ -175,7 +183,13 @@ pub fn prune_before(dir: impl AsRef<Path>, before: Timestamp) -> Result<PruneRep
 }
 
 /// Prunes the segments below `writing` that `retention` or `before` select;
+/// Prunes the segments below `writing` that `retention` or `before` select;
 /// `times` caches each segment's newest record time between calls.
+///
+/// A segment that cannot be read (or holds a line that is not a record) is
+/// left in place and reported in [`PruneReport::skipped`]; the others are
+/// still pruned. A segment the manifest already lists (a prune interrupted
+/// after its line) is only removed, never listed twice.
 pub(crate) fn prune(
     fs: &dyn ArchiveFs,
     dir: &Path,
@@ -188,6 +202,7 @@ pub(crate) fn prune(
         .list_dir(dir)
         .map_err(|e| IoFailure::new(IoOp::ListDir, dir, &e))?;
     let (segments, _) = sort_segments(dir, names);
+    let listed = pruned_indexes(fs, dir)?;
     let now = Timestamp::now();
     let age_cutoff = retention.max_age.map(|age| {
         let nanos = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
@@ -197,33 +212,49 @@ pub(crate) fn prune(
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    // Bytes on disk per segment: its file and its index.
     let mut sizes = Vec::with_capacity(segments.len());
     for segment in &segments {
         let len = fs
             .file_len(&segment.path)
             .map_err(|e| IoFailure::new(IoOp::Read, &segment.path, &e))?;
-        sizes.push(len);
+        let index = fs
+            .file_len(&dir.join(index_file_name(segment.index)))
+            .unwrap_or(0);
+        sizes.push(len + index);
     }
     let mut total: u64 = sizes.iter().sum();
     times.retain(|index, _| segments.iter().any(|s| s.index == *index));
     let mut report = PruneReport::default();
+    let mut removed_any = false;
     for (segment, &len) in segments.iter().zip(&sizes) {
         if segment.index >= writing {
             break;
+        }
+        if listed.contains(&segment.index) {
+            remove_segment(fs, dir, segment.index)?;
+            removed_any = true;
+            total -= len;
+            continue;
         }
         let too_big = retention.max_bytes.is_some_and(|max| total > max);
         let too_old = match cutoff {
             None => false,
             Some(cutoff) => {
                 let newest = match times.get(&segment.index) {
-                    Some(newest) => *newest,
-                    None => {
-                        let newest = newest_record(dir, segment)?;
-                        times.insert(segment.index, newest);
-                        newest
-                    }
+                    Some(newest) => Ok(*newest),
+                    None => newest_record(dir, segment),
                 };
-                newest.is_none_or(|t| t < cutoff)
+                match newest {
+                    Ok(newest) => {
+                        times.insert(segment.index, newest);
+                        newest.is_none_or(|t| t < cutoff)
+                    }
+                    Err(e) => {
+                        report.skipped.push(e);
+                        continue;
+                    }
+                }
             }
         };
         if !too_big && !too_old {
@@ -235,20 +266,29 @@ pub(crate) fn prune(
             }
             continue;
         }
-        let mut pruned = summarize(segment)?;
+        let mut pruned = match summarize(segment) {
+            Ok(pruned) => pruned,
+            Err(e) => {
+                report.skipped.push(e);
+                continue;
+            }
+        };
         pruned.bytes = len;
         pruned.pruned_at = now;
         append_manifest(fs, dir, &pruned)?;
         remove_segment(fs, dir, segment.index)?;
+        removed_any = true;
         times.remove(&segment.index);
         total -= len;
         report.bytes += len;
         report.records += pruned.records;
         report.segments.push(pruned);
     }
-    if !report.segments.is_empty() {
+    if removed_any {
         fs.sync_dir(dir)
             .map_err(|e| IoFailure::new(IoOp::SyncDir, dir, &e))?;
+    }
+    if !report.segments.is_empty() {
         crate::obs::segments_pruned(report.segments.len() as u64, report.bytes);
     }
     Ok(report)
@@ -276,12 +316,12 @@ pub(crate) fn finish_interrupted(
     dir: &Path,
     segments: &mut Vec<SegmentPath>,
 ) -> Result<(bool, Option<u64>), IoFailure> {
-    let pruned = read_manifest_with(fs, dir)?;
-    let highest = pruned.iter().map(|p| p.segment).max();
+    let pruned = pruned_indexes(fs, dir)?;
+    let highest = pruned.last().copied();
     let before = segments.len();
     let mut failed = None;
     segments.retain(|segment| {
-        if failed.is_some() || !pruned.iter().any(|p| p.segment == segment.index) {
+        if failed.is_some() || !pruned.contains(&segment.index) {
             return true;
         }
         if let Err(e) = remove_segment(fs, dir, segment.index) {
@@ -295,73 +335,114 @@ pub(crate) fn finish_interrupted(
     Ok((segments.len() < before, highest))
 }
 
-/// The segments the pruning manifest of `dir` lists, in the order pruned.
-/// A torn last line (a crash while appending) is ignored; any other line
-/// that does not parse is an error.
-pub(crate) fn read_manifest(dir: &Path) -> Result<Vec<PrunedSegment>, IoFailure> {
-    read_manifest_with(&StdFs, dir)
-}
-
-fn read_manifest_with(fs: &dyn ArchiveFs, dir: &Path) -> Result<Vec<PrunedSegment>, IoFailure> {
+/// Hands each segment the pruning manifest of `dir` lists to `f`, in the
+/// order pruned, reading one line at a time (the manifest grows with every
+/// pruned segment). A segment listed twice (a prune retried after its line
+/// was written) is handed over once. A torn last line (a crash while
+/// appending) is ignored; any other line that does not parse is an error.
+pub(crate) fn for_each_pruned(
+    fs: &dyn ArchiveFs,
+    dir: &Path,
+    mut f: impl FnMut(PrunedSegment),
+) -> Result<(), IoFailure> {
     let path = dir.join(MANIFEST_FILE);
-    let bytes = match fs.read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let file = match fs.open_read(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(IoFailure::new(IoOp::Read, &path, &e)),
     };
-    let whole = whole_lines(&bytes);
-    let mut out = Vec::new();
-    for (n, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
+    let mut reader = BufReader::new(file);
+    let mut seen = std::collections::HashSet::new();
+    let mut line = Vec::new();
+    for n in 1.. {
+        line.clear();
+        reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| IoFailure::new(IoOp::Read, &path, &e))?;
+        let Some(body) = line.strip_suffix(b"\n") else {
+            return Ok(()); // the end, or a torn last line
+        };
+        if body.is_empty() {
             continue;
         }
-        let segment = decode_manifest_line(line).map_err(|reason| {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("line {}: {reason}", n + 1),
-            );
+        let segment = decode_manifest_line(body).map_err(|reason| {
+            let e = io::Error::new(io::ErrorKind::InvalidData, format!("line {n}: {reason}"));
             IoFailure::new(IoOp::Read, &path, &e)
         })?;
-        out.push(segment);
+        if seen.insert(segment.segment) {
+            f(segment);
+        }
     }
+    Ok(())
+}
+
+/// The indexes of the segments the pruning manifest of `dir` lists.
+pub(crate) fn pruned_indexes(
+    fs: &dyn ArchiveFs,
+    dir: &Path,
+) -> Result<std::collections::BTreeSet<u64>, IoFailure> {
+    let mut out = std::collections::BTreeSet::new();
+    for_each_pruned(fs, dir, |p| {
+        out.insert(p.segment);
+    })?;
     Ok(out)
 }
 
-/// The length of the whole lines at the start of `bytes`.
-fn whole_lines(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
-}
-
 /// Appends `segment`'s line to the manifest durably, first cutting a torn
-/// line a crash left at its end.
+/// line a crash left at its end (read from the end, not the whole file).
 fn append_manifest(
     fs: &dyn ArchiveFs,
     dir: &Path,
     segment: &PrunedSegment,
 ) -> Result<(), IoFailure> {
     let path = dir.join(MANIFEST_FILE);
-    let (existing, created) = match fs.read(&path) {
-        Ok(bytes) => (bytes, false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), true),
+    let len = match fs.file_len(&path) {
+        Ok(len) => Some(len),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(IoFailure::new(IoOp::Read, &path, &e)),
+    };
+    let whole = match len {
+        None | Some(0) => 0,
+        Some(len) => {
+            whole_prefix(fs, &path, len).map_err(|e| IoFailure::new(IoOp::Read, &path, &e))?
+        }
     };
     let mut file = fs
         .open_append(&path)
         .map_err(|e| IoFailure::new(IoOp::Open, &path, &e))?;
-    let whole = whole_lines(&existing);
-    if whole < existing.len() {
-        file.truncate(whole as u64)
+    if len.is_some_and(|len| whole < len) {
+        file.truncate(whole)
             .map_err(|e| IoFailure::new(IoOp::Truncate, &path, &e))?;
     }
     file.write_all(&encode_manifest_line(segment))
         .map_err(|e| IoFailure::new(IoOp::Write, &path, &e))?;
     file.sync_data()
         .map_err(|e| IoFailure::new(IoOp::Sync, &path, &e))?;
-    if created {
+    if len.is_none() {
         fs.sync_dir(dir)
             .map_err(|e| IoFailure::new(IoOp::SyncDir, dir, &e))?;
     }
     Ok(())
+}
+
+/// The length of the whole lines at the start of the `len`-byte file
+/// `path`: up to its last newline, found by reading back from the end.
+fn whole_prefix(fs: &dyn ArchiveFs, path: &Path, len: u64) -> io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs.open_read(path)?;
+    let mut end = len;
+    let mut chunk = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(buf)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// `{...,"crc":"xxxxxxxx"}\n`: the JSON object with a CRC32C of the bytes
@@ -432,10 +513,18 @@ fn summarize(segment: &SegmentPath) -> Result<PrunedSegment, IoFailure> {
             break;
         }
         let body = line.strip_suffix(b"\n").unwrap_or(&line);
-        // A torn or corrupt line holds nothing a verifier could count; the
-        // segment is removed whole either way.
-        let Ok(record) = parse_line(body) else {
-            continue;
+        // A segment is pruned only if the manifest can account for every
+        // record in it: a line that is not one (corrupt, or from a newer
+        // schema) keeps the segment. (A sealed segment has no torn tail.)
+        let record = match parse_line(body) {
+            Ok(record) => record,
+            Err(e) => {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("line {}: {e}; not pruned", out.records + 1),
+                );
+                return Err(io(IoOp::Read, &e));
+            }
         };
         out.records += 1;
         let (at, call) = match &record {

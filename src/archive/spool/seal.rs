@@ -38,7 +38,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::archive::config::ArchiveConfig;
 use crate::archive::error::{ArchiveError, FaultEvent, IoFailure, IoOp};
-use crate::archive::read::index::write_index;
+use crate::archive::read::index::{read_index, write_index};
 use crate::archive::record::{
     compressed_segment_name, index_file_name, segment_index, segment_name, sort_segments,
     SegmentPath,
@@ -104,6 +104,8 @@ impl Sealer {
                 .collect(),
             times: BTreeMap::new(),
             failures: 0,
+            deferred: Vec::new(),
+            unindexable: std::collections::BTreeSet::new(),
         };
         work.queue.make_contiguous().sort_unstable();
         let thread = thread::Builder::new()
@@ -145,23 +147,48 @@ pub(crate) fn recover(fs: &dyn ArchiveFs, dir: &Path) -> Result<Recovered, IoFai
     let names = fs
         .list_dir(dir)
         .map_err(|e| IoFailure::new(IoOp::ListDir, dir, &e))?;
-    let (segments, others) = sort_segments(dir, names);
+    let (mut segments, others) = sort_segments(dir, names.clone());
     let mut changed = false;
     for path in others {
         let Some(name) = path.file_name() else {
             continue;
         };
-        // A plain segment listed among the others has a compressed copy.
-        let superseded = segment_index(name).is_some();
         let stray_tmp = name.to_str().is_some_and(|n| {
             n.ends_with(TMP_SUFFIX) && (n.starts_with("audit-") || n.starts_with("pruned."))
         });
-        if superseded || stray_tmp {
+        if let Some(index) = segment_index(name) {
+            // A plain segment listed among the others has a compressed copy.
+            if !keep_compressed(fs, dir, index)? {
+                if let Some(segment) = segments.iter_mut().find(|s| s.index == index) {
+                    *segment = SegmentPath {
+                        index,
+                        path,
+                        compressed: false,
+                    };
+                }
+            }
+            changed = true;
+        } else if stray_tmp {
             remove_if_present(fs, &path).map_err(|e| IoFailure::new(IoOp::Remove, &path, &e))?;
             changed = true;
         }
     }
-    let mut segments = segments;
+    // An index whose segment is gone (pruned while an offline indexer ran).
+    for name in &names {
+        let Some(index) = name.to_str().and_then(|n| {
+            n.strip_prefix("audit-")?
+                .strip_suffix(".idx")?
+                .parse::<u64>()
+                .ok()
+        }) else {
+            continue;
+        };
+        if !segments.iter().any(|s| s.index == index) && *name == *index_file_name(index) {
+            let path = dir.join(name);
+            remove_if_present(fs, &path).map_err(|e| IoFailure::new(IoOp::Remove, &path, &e))?;
+            changed = true;
+        }
+    }
     let (removed, highest_pruned) = retention::finish_interrupted(fs, dir, &mut segments)?;
     if changed || removed {
         fs.sync_dir(dir)
@@ -171,6 +198,24 @@ pub(crate) fn recover(fs: &dyn ArchiveFs, dir: &Path) -> Result<Recovered, IoFai
         segments,
         highest_pruned,
     })
+}
+
+/// Segment `index` is there plain and compressed: keeps the compressed copy
+/// (removing the plain one) if it reads back as exactly as long as the plain
+/// one, which is what a compression that got as far as its rename leaves;
+/// otherwise (a damaged or foreign `.zst`) keeps the plain one and removes
+/// the other. Returns whether the compressed copy was kept.
+fn keep_compressed(fs: &dyn ArchiveFs, dir: &Path, index: u64) -> Result<bool, IoFailure> {
+    let plain = dir.join(segment_name(index));
+    let compressed = dir.join(compressed_segment_name(index));
+    let plain_len = fs
+        .file_len(&plain)
+        .map_err(|e| IoFailure::new(IoOp::Read, &plain, &e))?;
+    let whole = zst::SegmentReader::open(&compressed, true)
+        .is_ok_and(|reader| reader.plain_len() == plain_len);
+    let remove = if whole { &plain } else { &compressed };
+    remove_if_present(fs, remove).map_err(|e| IoFailure::new(IoOp::Remove, remove, &e))?;
+    Ok(whole)
 }
 
 /// What [`recover`] leaves: the segments, and the highest segment index the
@@ -231,6 +276,12 @@ pub(crate) fn compress_segment(
     Ok(Some(sizes))
 }
 
+/// Whether `segment` has an index that matches it.
+fn has_index(dir: &Path, segment: &SegmentPath) -> bool {
+    zst::SegmentReader::open(&segment.path, segment.compressed)
+        .is_ok_and(|reader| read_index(dir, segment.index, reader.plain_len(), None).is_some())
+}
+
 /// What [`compress_archive`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -244,6 +295,8 @@ pub struct CompressReport {
     pub compressed_bytes: u64,
     /// Time spent compressing (one thread).
     pub elapsed: Duration,
+    /// Bytes of a crash's torn tail cut off the last segment first.
+    pub repaired_torn_bytes: u64,
 }
 
 impl CompressReport {
@@ -285,6 +338,10 @@ impl fmt::Display for CompressReport {
 /// [`ArchiveError::Io`] if a segment cannot be read or written (those
 /// compressed before it stay compressed; the failed one stays plain).
 ///
+/// A torn last line a crash left at the end of the last segment is cut
+/// first (it was never durable; the next archiver would cut it too), and
+/// counted in [`CompressReport::repaired_torn_bytes`].
+///
 /// # Examples
 ///
 /// ```
@@ -317,7 +374,13 @@ pub fn compress_archive(dir: impl AsRef<Path>, level: i32) -> Result<CompressRep
     let fs = StdFs;
     let started = Instant::now();
     let mut report = CompressReport::default();
-    for segment in recover(&fs, dir)?.segments {
+    let segments = recover(&fs, dir)?.segments;
+    // A crash's torn tail can end the last segment: cut it first, as the
+    // next archiver would (a compressed segment must be whole).
+    if let Some(last) = segments.last().filter(|s| !s.compressed) {
+        report.repaired_torn_bytes = crate::archive::spool::repair_tail(&fs, &last.path)?;
+    }
+    for segment in segments {
         if segment.compressed {
             continue;
         }
@@ -342,6 +405,12 @@ struct Work {
     backoff: (Duration, Duration),
     /// Sealed segments still to index or compress, oldest first.
     queue: VecDeque<u64>,
+    /// Segments whose sealing failed: retried at the next tick, so one bad
+    /// segment does not hold up the others (or retention).
+    deferred: Vec<u64>,
+    /// Segments that hold a line that is not a record: not indexed (they
+    /// are still compressed, and read whole).
+    unindexable: std::collections::BTreeSet<u64>,
     /// Each sealed segment's newest record time, once read.
     times: BTreeMap<u64, Option<Timestamp>>,
     /// Failed attempts in a row.
@@ -359,8 +428,7 @@ impl Work {
             let wake = match retry_at {
                 Some(at) => at,
                 None if busy => now,
-                None if self.retention.is_set() => next_retention,
-                None => now + RETENTION_EVERY,
+                None => next_retention,
             };
             let job = match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(job) => Some(job),
@@ -417,26 +485,40 @@ impl Work {
     }
 
     /// Seals the oldest segment in the queue (its index, then its
-    /// compression), or applies retention when due. `Ok(true)` when nothing
-    /// is left to do.
-    fn step(&mut self, next_retention: &mut Instant) -> Result<bool, (Option<u64>, IoFailure)> {
-        if let Some(&index) = self.queue.front() {
-            self.seal(index).map_err(|e| (Some(index), e))?;
-            self.queue.pop_front();
+    /// compression), or, once a minute (and when asked), retries the
+    /// deferred ones and applies retention. `Ok(true)` when nothing is left
+    /// to do.
+    fn step(&mut self, next_tick: &mut Instant) -> Result<bool, (Option<u64>, IoFailure)> {
+        if let Some(index) = self.queue.pop_front() {
+            if let Err(e) = self.seal(index) {
+                self.deferred.push(index);
+                return Err((Some(index), e));
+            }
             if !self.queue.is_empty() {
                 return Ok(false);
             }
         }
-        if self.retention.is_set() && Instant::now() >= *next_retention {
-            let _ = self.prune(None).map_err(|e| (None, e))?;
-            *next_retention = Instant::now() + RETENTION_EVERY;
+        if Instant::now() < *next_tick {
+            return Ok(true);
+        }
+        *next_tick = Instant::now() + RETENTION_EVERY;
+        if !self.deferred.is_empty() {
+            self.queue.extend(self.deferred.drain(..));
+            return Ok(false);
+        }
+        if self.retention.is_set() {
+            let report = self.prune(None).map_err(|e| (None, e))?;
+            if let Some(failure) = report.skipped.into_iter().next() {
+                // Kept in place and retried at the next tick; reported here.
+                return Err((None, failure));
+            }
         }
         Ok(true)
     }
 
-    /// Writes sealed segment `index`'s index if it has none, then
-    /// compresses it if configured and still plain. Each step is skipped
-    /// when already done, so a retry after a failure redoes only the rest.
+    /// Writes sealed segment `index`'s index unless it has a valid one,
+    /// then compresses it if configured and still plain. Each step is
+    /// skipped when already done, so a retry redoes only the rest.
     fn seal(&mut self, index: u64) -> Result<(), IoFailure> {
         let fs = &*self.fs;
         let plain = self.dir.join(segment_name(index));
@@ -446,26 +528,38 @@ impl Work {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(IoFailure::new(IoOp::Read, path, &e)),
         };
-        let segment = if present(&compressed)? {
-            SegmentPath {
+        let segment = match (present(&compressed)?, present(&plain)?) {
+            // A compression that failed after its rename: finish it.
+            (true, true) if keep_compressed(fs, &self.dir, index)? => SegmentPath {
                 index,
                 path: compressed,
                 compressed: true,
-            }
-        } else if present(&plain)? {
-            SegmentPath {
+            },
+            (true, false) => SegmentPath {
+                index,
+                path: compressed,
+                compressed: true,
+            },
+            (_, true) => SegmentPath {
                 index,
                 path: plain,
                 compressed: false,
-            }
-        } else {
-            return Ok(()); // pruned, or a run that wrote nothing
+            },
+            (false, false) => return Ok(()), // pruned, or a run that wrote nothing
         };
-        let index_path = self.dir.join(index_file_name(index));
-        if !present(&index_path)? {
-            write_index(fs, &self.dir, &segment)
-                .map_err(|e| IoFailure::new(IoOp::Index, &segment.path, &e))?;
-            add(&self.shared.counters.indexed_segments, 1);
+        let mut failure = None;
+        if !self.unindexable.contains(&index) && !has_index(&self.dir, &segment) {
+            match write_index(fs, &self.dir, &segment) {
+                Ok(_) => add(&self.shared.counters.indexed_segments, 1),
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        // A line that is not a record: no index, ever; the
+                        // segment is still compressed (its bytes as they are).
+                        self.unindexable.insert(index);
+                    }
+                    failure = Some(IoFailure::new(IoOp::Index, &segment.path, &e));
+                }
+            }
         }
         if let (Some(level), false) = (self.level, segment.compressed) {
             let started = Instant::now();
@@ -480,7 +574,7 @@ impl Work {
                 );
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Applies retention (and `before`, when given) to the sealed segments.

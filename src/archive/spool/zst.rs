@@ -175,6 +175,9 @@ impl SegmentReader {
         if !ordered || !in_range || table.first().is_some_and(|&(p, f)| p != 0 || f != 0) {
             return Err(corrupt("frame table out of order"));
         }
+        if table.is_empty() != (plain_len == 0) {
+            return Err(corrupt("frame table does not match the plain length"));
+        }
         Ok(Self {
             file,
             frames: Some((table, frames_end)),
@@ -383,6 +386,22 @@ mod tests {
         assert_eq!(out, &plain[2_000_000..2_000_100]);
         let read = counter.load(Ordering::Relaxed);
         assert!(read > 0 && read * 2 < total, "read {read} of {total}");
+    }
+
+    #[test]
+    fn a_frame_table_that_contradicts_its_length_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.jsonl.zst");
+        // A skippable frame holding an empty table that claims 100 plain bytes.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&SKIPPABLE.to_le_bytes());
+        bytes.extend_from_slice(&(FOOTER as u32).to_le_bytes());
+        bytes.extend_from_slice(&100u64.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(MAGIC);
+        std::fs::write(&path, &bytes).expect("written");
+        let err = SegmentReader::open(&path, true).expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

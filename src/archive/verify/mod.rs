@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::error::{IoFailure, IoOp};
 use crate::archive::read::lines::{SegmentLines, Step};
-use crate::archive::read::{list_archive, open_segment, scan_error, Listing, Opened};
+use crate::archive::read::{list_archive, open_unless_pruned, scan_error, Listing, Opened};
 use crate::archive::record::{ArchiveLine, ArchiveRecord};
 use crate::archive::spool::fs::lock_dir;
+use crate::archive::spool::fs::StdFs;
+use crate::archive::spool::retention::for_each_pruned;
 use crate::archive::verify::report::{
     CallReport, CallStatus, SegmentReport, TornTail, VerifyReport,
 };
@@ -281,9 +283,7 @@ fn scan(
     mut f: impl FnMut(ArchiveLine),
 ) -> Result<VerifyReport, VerifyError> {
     let Listing {
-        segments,
-        ignored,
-        pruned,
+        segments, ignored, ..
     } = list_archive(dir)?;
     let _lock = if options.truncate_torn {
         Some(lock_dir(dir).map_err(|e| match e.kind() {
@@ -302,11 +302,14 @@ fn scan(
     let mut records = 0;
     let mut events = 0;
     for (i, segment) in segments.iter().enumerate() {
-        let Opened {
+        let Some(Opened {
             reader,
             path,
             compressed,
-        } = open_segment(segment, None)?;
+        }) = open_unless_pruned(dir, segment, None)?
+        else {
+            continue; // pruned since it was listed: the manifest has it
+        };
         let plain_len = reader.plain_len();
         let bytes = if compressed {
             fs::metadata(&path)
@@ -368,13 +371,17 @@ fn scan(
         }
     }
     // Retention: what the pruning manifest says each removed segment held
-    // accounts for those seqs (pruned, not gaps), and a pruned closed
-    // record still says how many seqs its call issued.
-    for segment in &pruned {
+    // accounts for those seqs of the calls still in the archive (pruned,
+    // not gaps), and a pruned closed record still says how many seqs its
+    // call issued. Read after the segments, one line at a time, so a
+    // segment pruned during the scan is counted here. Calls with no record
+    // left are not listed (the report would grow with every call ever
+    // pruned); the pruned segments' counts are.
+    let (mut pruned_segments, mut pruned_records, mut pruned_through) = (Vec::new(), 0, None);
+    for_each_pruned(&StdFs, dir, |segment| {
         for (call_id, call) in &segment.calls {
-            let trail = match trails.get_mut(call_id.as_str()) {
-                Some(trail) => trail,
-                None => trails.entry(call_id.clone()).or_default(),
+            let Some(trail) = trails.get_mut(call_id.as_str()) else {
+                continue;
             };
             for &range in &call.seqs {
                 trail.pruned(range);
@@ -383,10 +390,11 @@ fn scan(
                 trail.closed(issued);
             }
         }
-    }
-    let pruned_segments = pruned.iter().map(|p| p.segment).collect();
-    let pruned_records = pruned.iter().map(|p| p.records).sum();
-    let pruned_through = pruned.iter().filter_map(|p| p.last_at).max();
+        pruned_segments.push(segment.segment);
+        pruned_records += segment.records;
+        pruned_through = pruned_through.max(segment.last_at);
+    })?;
+    pruned_segments.sort_unstable();
     let calls: BTreeMap<String, CallReport> = trails
         .into_iter()
         .map(|(id, trail)| (id, trail.judge()))
