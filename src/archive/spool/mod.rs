@@ -281,21 +281,52 @@ impl Archive<JsonLines> {
     }
 }
 
+/// How much of a segment's end [`repair_tail`] reads first.
+const TAIL_WINDOW: u64 = 1 << 20;
+
+/// `len` bytes of `path` from `offset`.
+fn read_range(fs: &dyn ArchiveFs, path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs.open_read(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0; usize::try_from(len).map_err(io::Error::other)?];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Repairs the last segment of a previous run: cuts a torn tail, or ends a
 /// whole last record that lost only its newline, and fsyncs it. Returns the
 /// bytes cut.
 pub(crate) fn repair_tail(fs: &dyn ArchiveFs, path: &Path) -> Result<u64, IoFailure> {
-    let bytes = fs
-        .read(path)
-        .map_err(|e| IoFailure::new(IoOp::Read, path, &e))?;
-    let start = torn_tail_start(&bytes);
+    let read = |e: io::Error| IoFailure::new(IoOp::Read, path, &e);
+    let len = fs.file_len(path).map_err(read)?;
+    // Only the end matters: read a window from it, widened until it holds
+    // the whole torn region and a line end before it (or the whole file).
+    let mut window = TAIL_WINDOW.min(len);
+    let (offset, bytes, start) = loop {
+        let offset = len - window;
+        let bytes = read_range(fs, path, offset, window).map_err(read)?;
+        let start = torn_tail_start(&bytes);
+        let first_newline = bytes.iter().position(|&b| b == b'\n');
+        // The window's first line may be partial: a cut at or before its
+        // end could belong further back.
+        let reaches_partial = match (first_newline, start) {
+            (None, _) => true,
+            (Some(nl), Some(s)) => s <= nl,
+            (Some(_), None) => false,
+        };
+        if offset == 0 || !reaches_partial {
+            break (offset, bytes, start);
+        }
+        window = window.saturating_mul(2).min(len);
+    };
     let unterminated = bytes.last().is_some_and(|&b| b != b'\n');
     let mut file = fs
         .open_append(path)
         .map_err(|e| IoFailure::new(IoOp::Open, path, &e))?;
     let cut = match start {
         Some(start) => {
-            file.truncate(start as u64)
+            file.truncate(offset + start as u64)
                 .map_err(|e| IoFailure::new(IoOp::Truncate, path, &e))?;
             (bytes.len() - start) as u64
         }
@@ -313,4 +344,65 @@ pub(crate) fn repair_tail(fs: &dyn ArchiveFs, path: &Path) -> Result<u64, IoFail
     file.sync_data()
         .map_err(|e| IoFailure::new(IoOp::Sync, path, &e))?;
     Ok(cut)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::archive::spool::fs::StdFs;
+
+    fn line(n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let event = crate::call::AuditEvent::new(
+            n,
+            crate::call::Timestamp::from_unix_nanos(0),
+            crate::call::AuditEventType::ToolInvoked,
+            None,
+            crate::call::Details::new(),
+        );
+        crate::archive::record::encode_line(
+            "c",
+            crate::archive::record::Origin::Logged,
+            &event,
+            &mut out,
+        );
+        out
+    }
+
+    /// Repair reads only the end of a segment, widening the window when the
+    /// torn region is longer than it (zero-filled blocks after a power
+    /// loss), and cuts exactly what a whole-file scan would.
+    #[test]
+    fn the_tail_is_found_however_far_back_it_starts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("seg.jsonl");
+        let mut whole = Vec::new();
+        let mut n = 0;
+        while whole.len() < 3 * TAIL_WINDOW as usize {
+            whole.extend_from_slice(&line(n));
+            n += 1;
+        }
+        for torn in [
+            b"{\"v\":3,\"call_id\":\"c\",\"se".to_vec(),
+            // 1.5 windows of NUL lines, then a partial line.
+            [vec![0u8; 4095], b"\n".to_vec()]
+                .concat()
+                .repeat(384)
+                .into_iter()
+                .chain(b"{\"v\":3".iter().copied())
+                .collect(),
+            Vec::new(),
+        ] {
+            let mut bytes = whole.clone();
+            bytes.extend_from_slice(&torn);
+            std::fs::write(&path, &bytes).expect("written");
+            let cut = repair_tail(&StdFs, &path).expect("repaired");
+            assert_eq!(cut, torn.len() as u64);
+            assert_eq!(std::fs::read(&path).expect("read"), whole);
+        }
+        // A whole last record that lost only its newline gets it back.
+        std::fs::write(&path, &whole[..whole.len() - 1]).expect("written");
+        assert_eq!(repair_tail(&StdFs, &path).expect("repaired"), 0);
+        assert_eq!(std::fs::read(&path).expect("read"), whole);
+    }
 }
