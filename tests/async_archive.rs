@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callring::archive::{verify, ArchiveConfig, Archiver, FullQueue, SegmentFile};
+use callring::archive::{verify, ArchiveConfig, Archiver, FullQueue};
 use callring::call::{AuditEventType, CallError, CallState, Details};
 use common::{Stall, StalledSegment, WrapFs};
 
