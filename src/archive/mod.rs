@@ -92,6 +92,21 @@
 //! agent threads log concurrently); the verifier sorts. A call's closed
 //! record always comes after all of its events.
 //!
+//! Once the archiver moves past a segment (it is *sealed*), its background
+//! sealer writes the segment's index `audit-N.idx` (where each call's lines
+//! are; [`ArchiveReader::call`] reads only those) and, with
+//! [`ArchiveConfig::compress`], replaces the segment by
+//! `audit-N.jsonl.zst` (zstd frames of whole lines and a frame table;
+//! offsets stay those of the plain segment). Retention
+//! ([`ArchiveConfig::max_age`], [`ArchiveConfig::max_bytes`],
+//! [`Archiver::prune_before`], [`prune_before`]) removes whole sealed
+//! segments after recording each in `pruned.jsonl`, the pruning manifest
+//! ([`PrunedSegment`], one checksummed line per segment), which the
+//! verifier and the readers consult. Every step is crash-safe: see
+//! [`ArchiveConfig::compress`] and [`prune_before`]. The command
+//! `callring-archive` (feature `cli`) verifies, shows, summarizes, indexes,
+//! compresses and prunes an archive directory.
+//!
 //! # Durability, and what a crash can lose
 //!
 //! Records are written as they arrive and fsynced (group commit) when
