@@ -164,7 +164,7 @@ impl SegmentIndex {
 
 impl CallEntry {
     /// The plain bytes from its first line's start to its last line's end.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn byte_range(&self) -> (u64, u64) {
         match (self.runs.first(), self.runs.last()) {
             (Some(first), Some(last)) => (first.start, last.end),
@@ -209,7 +209,7 @@ impl CallEntry {
 ///
 /// A line that is not a record, or an unterminated last line that does not
 /// parse, is an error: a sealed segment is whole.
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) fn build<R: BufRead>(src: R, segment: u64) -> Result<SegmentIndex, ScanError> {
     build_with(src, segment, false).map(|built| built.unwrap_or_else(|| empty(segment)))
 }

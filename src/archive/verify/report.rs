@@ -151,7 +151,7 @@ pub(crate) fn runs(seqs: impl Iterator<Item = u64>) -> Vec<SeqRange> {
 impl CallReport {
     /// Builds the report from the call's seqs (any order), the closed
     /// records' issued counts, and its `logged` and `drained` counts.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn from_seqs(seqs: Vec<u64>, closed: &[u64], logged: u64, drained: u64) -> Self {
         use crate::archive::record::Origin;
         let mut trail = crate::archive::verify::seqs::Trail::default();
