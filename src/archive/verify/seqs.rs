@@ -139,8 +139,14 @@ impl Trail {
     /// Seqs of the call that retention pruned (with their segments): they
     /// count as accounted for, not as gaps, and are listed in
     /// [`CallReport::pruned`].
-    #[allow(dead_code)] // Until retention's manifest is read by the verifier.
+    ///
+    /// A seq pruned twice (in two segments) is a duplicate, as is one both
+    /// pruned and still found (see [`Trail::judge`]).
     pub(crate) fn pruned(&mut self, range: SeqRange) {
+        for both in overlaps(self.pruned.runs(), &[range]) {
+            self.duplicates.insert_range(both);
+            self.duplicate_records += both.len();
+        }
         self.pruned.insert_range(range);
     }
 
@@ -157,6 +163,14 @@ impl Trail {
             None if seen.is_empty() => 0,
             None => last_seq.saturating_add(1),
         };
+        // A seq both in a pruned segment and in one still here was
+        // archived twice.
+        let mut duplicates = self.duplicates;
+        let mut duplicate_records = self.duplicate_records;
+        for both in overlaps(self.pruned.runs(), seen) {
+            duplicates.insert_range(both);
+            duplicate_records += both.len();
+        }
         let mut accounted = self.seen.clone();
         for &range in self.pruned.runs() {
             accounted.insert_range(range);
@@ -194,6 +208,8 @@ impl Trail {
         };
         CallReport {
             status: CallStatus::Open, // set by `judged`
+            // The records found here (a pruned copy of a seq counts in
+            // `duplicate_records`, not here).
             events: self.seen.len() + self.duplicate_records,
             first_seq,
             last_seq,
@@ -201,8 +217,8 @@ impl Trail {
             closed_records: self.closed_records,
             gaps,
             beyond_issued,
-            duplicates: self.duplicates.runs().to_vec(),
-            duplicate_records: self.duplicate_records,
+            duplicates: duplicates.runs().to_vec(),
+            duplicate_records,
             logged: self.logged,
             drained: self.drained,
             notes: self.notes,
@@ -210,6 +226,24 @@ impl Trail {
         }
         .judged()
     }
+}
+
+/// The seqs in both `a` and `b` (each sorted, disjoint runs), as runs.
+fn overlaps(a: &[SeqRange], b: &[SeqRange]) -> Vec<SeqRange> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        let first = a[i].first.max(b[j].first);
+        let last = a[i].last.min(b[j].last);
+        if first <= last {
+            out.push(SeqRange { first, last });
+        }
+        if a[i].last < b[j].last {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 #[cfg(all(test, not(loom)))]
@@ -294,5 +328,30 @@ mod tests {
         partly.closed(101);
         partly.pruned(range(0, 49));
         assert_eq!(partly.judge().gaps, [range(50, 99)]);
+    }
+
+    /// A seq both pruned and still found, or pruned in two segments, was
+    /// archived twice: duplicated, not silently merged.
+    #[test]
+    fn a_seq_pruned_and_still_found_is_a_duplicate() {
+        let mut trail = Trail::default();
+        for s in 10..20 {
+            trail.event(s, Origin::Logged);
+        }
+        trail.closed(20);
+        trail.pruned(range(0, 11));
+        let report = trail.judge();
+        assert_eq!(report.status, CallStatus::Duplicated, "{report}");
+        assert_eq!(report.duplicates, [range(10, 11)]);
+        assert_eq!(report.duplicate_records, 2);
+        assert!(report.gaps.is_empty());
+
+        let mut twice = Trail::default();
+        twice.pruned(range(0, 4));
+        twice.pruned(range(3, 9));
+        twice.closed(10);
+        let report = twice.judge();
+        assert_eq!(report.duplicates, [range(3, 4)], "{report}");
+        assert_eq!(report.status, CallStatus::Duplicated);
     }
 }
