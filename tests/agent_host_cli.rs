@@ -3,7 +3,7 @@
 //! `cargo test` builds the examples; this runs the built `agent_host`.
 #![cfg(all(not(loom), feature = "host"))]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn agent_host() -> PathBuf {
@@ -32,11 +32,10 @@ fn run(args: &[&str]) -> Output {
         .expect("runs")
 }
 
-#[test]
-fn a_short_run_verifies_its_archive() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let archive = dir.path().join("archive");
-    let out = run(&[
+/// A one-second host of 20 calls and 2 agents archiving to `archive`, with
+/// `extra` options; fails the test unless it exits 0. Returns its stdout.
+fn short_run(archive: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
         "--calls",
         "20",
         "--agents",
@@ -47,16 +46,24 @@ fn a_short_run_verifies_its_archive() {
         "300",
         "--archive",
         archive.to_str().expect("utf-8 path"),
-        "--summary",
-        "call-0-0",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
         Some(0),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn a_short_run_verifies_its_archive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    let stdout = short_run(&archive, &["--summary", "call-0-0"]);
     assert!(stdout.contains(" 0 gaps, 0 duplicates"), "{stdout}");
     assert!(stdout.contains("(verified)"), "{stdout}");
     // The archive is where we said, and verifies on its own too.
@@ -70,26 +77,7 @@ fn a_short_run_verifies_its_archive() {
 fn archive_notes_archives_every_note_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let archive = dir.path().join("archive");
-    let out = run(&[
-        "--calls",
-        "20",
-        "--agents",
-        "2",
-        "--seconds",
-        "1",
-        "--call-length",
-        "300",
-        "--archive",
-        archive.to_str().expect("utf-8 path"),
-        "--archive-notes",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = short_run(&archive, &["--archive-notes"]);
     // "  appends            N (x M/s): NOTES notes, E audit events"
     let appended: u64 = stdout
         .lines()
@@ -126,19 +114,7 @@ fn archive_notes_archives_every_note_once() {
 fn compress_leaves_only_compressed_segments_that_verify() {
     let dir = tempfile::tempdir().expect("temp dir");
     let archive = dir.path().join("archive");
-    let out = run(&[
-        "--calls",
-        "20",
-        "--agents",
-        "2",
-        "--seconds",
-        "1",
-        "--archive",
-        archive.to_str().expect("utf-8 path"),
-        "--compress",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let stdout = short_run(&archive, &["--compress"]);
     let line = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("compression"))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use callring::archive::{verify, ArchiveConfig, Archiver, FullQueue};
 use callring::call::{AuditEventType, CallError, CallState, Details};
-use common::{Stall, StalledSegment, WrapFs};
+use common::Stall;
 
 const PLACES: usize = 4;
 
@@ -26,15 +26,7 @@ fn full_archive(dir: &Path, full: FullQueue) -> (Archiver, Arc<CallState>, Stall
         .channel_capacity(PLACES)
         .fsync_every(1)
         .full_queue(full)
-        .fs({
-            let stall = stall.clone();
-            WrapFs::new(move |inner| {
-                Box::new(StalledSegment {
-                    inner,
-                    stall: stall.clone(),
-                })
-            })
-        });
+        .fs(stall.fs());
     let archiver = Archiver::start(dir, config).expect("opens");
     let call = Arc::new(
         CallState::builder("call-1")

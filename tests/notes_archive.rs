@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use callring::archive::{read_notes, verify, ArchiveConfig, Archiver, NoteRecord, Origin};
 use callring::call::{AuditEventType, CallState, Details, EndOutcome, Limits};
-use common::{Stall, StalledSegment, WrapFs};
+use common::Stall;
 
 const AGENTS: usize = 4;
 const PER_AGENT: usize = if cfg!(debug_assertions) { 400 } else { 2000 };
@@ -198,15 +198,7 @@ fn a_full_queue_makes_the_evicting_append_wait_and_drops_nothing() {
     let config = ArchiveConfig::default()
         .channel_capacity(4)
         .fsync_every(1)
-        .fs({
-            let stall = stall.clone();
-            WrapFs::new(move |inner| {
-                Box::new(StalledSegment {
-                    inner,
-                    stall: stall.clone(),
-                })
-            })
-        });
+        .fs(stall.fs());
     let archiver = Archiver::start(dir.path(), config).expect("opens");
     let call = CallState::builder("c")
         .limits(Limits::new(1, 1).expect("valid"))

@@ -62,6 +62,16 @@ impl Stall {
         *self.0 .0.lock().expect("lock") = false;
         self.0 .1.notify_all();
     }
+    /// The standard file layer with every segment's writes waiting here.
+    pub fn fs(&self) -> WrapFs {
+        let stall = self.clone();
+        WrapFs::new(move |inner| {
+            Box::new(StalledSegment {
+                inner,
+                stall: stall.clone(),
+            })
+        })
+    }
     pub fn pass(&self) {
         let mut closed = self.0 .0.lock().expect("lock");
         while *closed {
