@@ -584,6 +584,30 @@ fn progress(db: &mut postgres::Client, host: &str) -> Option<(i64, i64)> {
     .map(|row| (row.get(0), row.get(1)))
 }
 
+/// Waits until no other client session is connected to this database (a
+/// killed client's backend finishes what it had received, then exits).
+fn wait_for_other_sessions_to_end(db: &mut postgres::Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let others: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                &[],
+            )
+            .expect("query")
+            .get(0);
+        if others == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{others} sessions still connected"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Lines of the spool from `(segment, offset)` on.
 fn lines_after(dir: &Path, from: (i64, i64)) -> u64 {
     let mut names: Vec<_> = std::fs::read_dir(dir)
@@ -637,6 +661,9 @@ fn a_sigkilled_shipper_resumes_from_its_progress_row() {
         thread::sleep(Duration::from_millis(100 + 150 * run));
         child.kill().expect("SIGKILL");
         let _ = child.wait();
+        // A COMMIT the child sent before it died is still carried out by its
+        // server backend: read the progress row once that backend is gone.
+        wait_for_other_sessions_to_end(&mut db);
         let now = progress(&mut db, &host);
         assert!(now > last, "run {run} shipped nothing");
         last = now;
