@@ -306,3 +306,37 @@ fn snapshot_allocates_the_vector_and_one_string_per_entry() {
     // The entry vector, the visit's scratch buffer, and one String each.
     assert!(allocs <= 1000 + 2, "{allocs} allocations");
 }
+
+/// An ended call keeps no rendered copy of its notes: `end()` frees what
+/// `all_notes` and `all_notes_shared` keep for the next read (about one
+/// byte per byte of text), so a call whose notes were read frees that much
+/// more at `end()` than one whose notes were not.
+#[test]
+fn end_frees_the_rendered_notes() {
+    use callring::call::{CallState, Limits};
+    let freed_at_end = |read: bool| {
+        let call = CallState::builder("c")
+            .limits(Limits::new(1000, 10).expect("valid"))
+            .build();
+        for _ in 0..1000 {
+            call.append_note(NOTE).expect("live");
+        }
+        let mut rendered = 0;
+        if read {
+            rendered = call.all_notes().len();
+            rendered += call.all_notes_shared().len();
+        }
+        let (_, gained) = live(|| {
+            let _ = call.end();
+        });
+        (-gained, rendered as i64)
+    };
+    let (freed_unread, _) = freed_at_end(false);
+    let (freed_read, rendered) = freed_at_end(true);
+    assert!(rendered > 100_000, "{rendered}");
+    assert!(
+        freed_read - freed_unread >= rendered * 9 / 10,
+        "end() freed {freed_read} bytes after reads of {rendered} bytes of text, \
+         {freed_unread} without"
+    );
+}

@@ -110,6 +110,12 @@ impl NotesView {
         }
     }
 
+    /// Frees the rendered text (a call that ended keeps no copy of its
+    /// notes); the next read renders from scratch.
+    pub(super) fn release(&mut self) {
+        self.lines = Lines::default();
+    }
+
     /// The notes of `ring`, brought up to date: renders the new notes, drops
     /// the overwritten ones.
     pub(super) fn text(&mut self, ring: &Ring<NoteRecord>) -> &str {

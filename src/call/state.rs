@@ -1212,6 +1212,17 @@ impl CallState {
     }
 
     /// The cached rendering, if it was made at ticket count `tickets`.
+    /// Frees the readers' renderings of the notes (the view `all_notes`
+    /// keeps up to date, and the last shared rendering): an ended call held
+    /// one copy of its notes until it was dropped. A reader holding the view
+    /// right now keeps it; a later read renders again.
+    fn release_notes_views(&self) {
+        if let Ok(mut view) = self.notes_view.try_lock() {
+            view.release();
+        }
+        self.notes_cache.store(None);
+    }
+
     fn cached_notes(&self, tickets: u64) -> Option<Arc<str>> {
         let cached = self.notes_cache.load();
         cached
@@ -1405,6 +1416,12 @@ impl CallState {
     /// A sink must not call `end` on its own call: that `end` would wait for
     /// the one that is calling the sink.
     ///
+    /// `end` also frees the rendering of the notes that
+    /// [`all_notes`](CallState::all_notes) and
+    /// [`all_notes_shared`](CallState::all_notes_shared) keep between reads
+    /// (about one byte per byte of text), so an ended call that stays around
+    /// holds no copy of its notes; a read after `end` renders them again.
+    ///
     /// # Panics
     ///
     /// Only if a sink (or the clock) panics during `end`. Both rings are
@@ -1485,6 +1502,7 @@ impl CallState {
         };
         let notes_drained = count(notes);
         let audit_drained = count(audit);
+        self.release_notes_views();
         if let Some(payload) = first_panic {
             panic::resume_unwind(payload);
         }
