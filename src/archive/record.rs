@@ -638,7 +638,7 @@ pub(crate) fn end_line(out: &mut Vec<u8>, start: usize) {
 
 /// Checks the checksum that ends `line` (without its `\n`): `Ok(true)` if
 /// it has one and its bytes match, `Ok(false)` if it ends otherwise.
-fn check_crc(line: &[u8]) -> Result<bool, LineError> {
+pub(crate) fn check_crc(line: &[u8]) -> Result<bool, LineError> {
     let Some(at) = line.len().checked_sub(CRC_TAIL) else {
         return Ok(false);
     };

@@ -24,10 +24,10 @@ use std::time::Duration;
 use crate::archive::error::{ArchiveError, IoFailure, IoOp};
 use crate::archive::read::index::read_index;
 use crate::archive::record::{
-    compressed_segment_name, index_file_name, parse_line, segment_name, sort_segments, ArchiveLine,
-    SegmentPath,
+    check_crc, compressed_segment_name, end_line, index_file_name, parse_line, segment_name,
+    sort_segments, ArchiveLine, LineError, SegmentPath,
 };
-use crate::archive::spool::fs::{lock_dir, remove_if_present, ArchiveFs, StdFs};
+use crate::archive::spool::fs::{remove_if_present, ArchiveFs, StdFs};
 use crate::archive::spool::zst::SegmentReader;
 use crate::archive::spool::MANIFEST_FILE;
 use crate::archive::verify::report::{runs, SeqRange};
@@ -163,14 +163,8 @@ impl fmt::Display for PruneReport {
 /// ```
 pub fn prune_before(dir: impl AsRef<Path>, before: Timestamp) -> Result<PruneReport, ArchiveError> {
     let dir = dir.as_ref();
-    let _lock = lock_dir(dir).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock => ArchiveError::Locked {
-            dir: dir.to_path_buf(),
-        },
-        _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, dir, &e)),
-    })?;
+    let (_lock, _) = crate::archive::spool::seal::open_offline(dir)?;
     let fs = StdFs;
-    let _ = crate::archive::spool::seal::recover(&fs, dir)?;
     let mut times = BTreeMap::new();
     Ok(prune(
         &fs,
@@ -414,7 +408,9 @@ fn append_manifest(
         file.truncate(whole)
             .map_err(|e| IoFailure::new(IoOp::Truncate, &path, &e))?;
     }
-    file.write_all(&encode_manifest_line(segment))
+    let line = encode_manifest_line(segment)
+        .map_err(|e| IoFailure::new(IoOp::Write, &path, &io::Error::other(e)))?;
+    file.write_all(&line)
         .map_err(|e| IoFailure::new(IoOp::Write, &path, &e))?;
     file.sync_data()
         .map_err(|e| IoFailure::new(IoOp::Sync, &path, &e))?;
@@ -445,32 +441,21 @@ fn whole_prefix(fs: &dyn ArchiveFs, path: &Path, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
-/// `{...,"crc":"xxxxxxxx"}\n`: the JSON object with a CRC32C of the bytes
-/// before `,"crc"`.
-fn encode_manifest_line(segment: &PrunedSegment) -> Vec<u8> {
-    let mut line = serde_json::to_vec(segment).unwrap_or_else(|_| b"{}".to_vec());
-    line.pop(); // the closing brace
-    let crc = crc32c::crc32c(&line);
-    line.extend_from_slice(format!(",\"crc\":\"{crc:08x}\"}}\n").as_bytes());
-    line
+/// `segment` as a manifest line: its JSON object ended, like every archive
+/// line, by its checksum ([`end_line`]).
+fn encode_manifest_line(segment: &PrunedSegment) -> Result<Vec<u8>, serde_json::Error> {
+    let mut line = serde_json::to_vec(segment)?;
+    end_line(&mut line, 0);
+    Ok(line)
 }
 
 fn decode_manifest_line(line: &[u8]) -> Result<PrunedSegment, String> {
-    const SUFFIX: usize = ",\"crc\":\"00000000\"}".len();
-    let Some(body) = line.len().checked_sub(SUFFIX).map(|at| &line[..at]) else {
-        return Err("too short for a manifest line".into());
-    };
-    let tail = &line[body.len()..];
-    let hex = tail
-        .strip_prefix(b",\"crc\":\"")
-        .and_then(|t| t.strip_suffix(b"\"}"))
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .ok_or("no checksum")?;
-    if crc32c::crc32c(body) != hex {
-        return Err("checksum mismatch".into());
+    match check_crc(line) {
+        Ok(true) => serde_json::from_slice(line).map_err(|e| e.to_string()),
+        Ok(false) => Err("no checksum".into()),
+        Err(LineError::Checksum { .. }) => Err("checksum mismatch".into()),
+        Err(e) => Err(e.to_string()),
     }
-    serde_json::from_slice(line).map_err(|e| e.to_string())
 }
 
 /// The newest record time in `segment`: from its index when it has a valid
@@ -590,7 +575,7 @@ mod tests {
             pruned_at: Timestamp::from_unix_nanos(3),
             calls,
         };
-        let line = encode_manifest_line(&segment);
+        let line = encode_manifest_line(&segment).expect("serializes");
         assert_eq!(line.last(), Some(&b'\n'));
         let body = &line[..line.len() - 1];
         assert_eq!(decode_manifest_line(body), Ok(segment));

@@ -218,6 +218,20 @@ fn keep_compressed(fs: &dyn ArchiveFs, dir: &Path, index: u64) -> Result<bool, I
     Ok(whole)
 }
 
+/// For the offline tools ([`compress_archive`], `prune_before`): takes
+/// `dir`'s lock, refused while an archiver holds it, and finishes what a
+/// crash interrupted. The lock is held until the returned file is dropped.
+pub(crate) fn open_offline(dir: &Path) -> Result<(std::fs::File, Recovered), ArchiveError> {
+    let lock = crate::archive::spool::fs::lock_dir(dir).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => ArchiveError::Locked {
+            dir: dir.to_path_buf(),
+        },
+        _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, dir, &e)),
+    })?;
+    let recovered = recover(&StdFs, dir)?;
+    Ok((lock, recovered))
+}
+
 /// What [`recover`] leaves: the segments, and the highest segment index the
 /// pruning manifest lists (new segments are numbered above both).
 pub(crate) struct Recovered {
@@ -365,16 +379,11 @@ pub fn compress_archive(dir: impl AsRef<Path>, level: i32) -> Result<CompressRep
     ArchiveConfig::default()
         .compression_level(level)
         .validate()?;
-    let _lock = crate::archive::spool::fs::lock_dir(dir).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock => ArchiveError::Locked {
-            dir: dir.to_path_buf(),
-        },
-        _ => ArchiveError::Io(IoFailure::new(IoOp::Lock, dir, &e)),
-    })?;
+    let (_lock, recovered) = open_offline(dir)?;
     let fs = StdFs;
     let started = Instant::now();
     let mut report = CompressReport::default();
-    let segments = recover(&fs, dir)?.segments;
+    let segments = recovered.segments;
     // A crash's torn tail can end the last segment: cut it first, as the
     // next archiver would (a compressed segment must be whole).
     if let Some(last) = segments.last().filter(|s| !s.compressed) {
