@@ -329,6 +329,12 @@ fn end_frees_the_rendered_notes() {
         let (_, gained) = live(|| {
             let _ = call.end();
         });
+        // Reads after the end (as a registry's summary does) keep nothing.
+        let (_, kept) = live(|| {
+            let _ = call.summarize();
+            let _ = call.all_notes_shared();
+        });
+        assert!(kept < 1000, "reads after end() kept {kept} bytes");
         (-gained, rendered as i64)
     };
     let (freed_unread, _) = freed_at_end(false);

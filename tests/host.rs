@@ -282,9 +282,11 @@ fn shutdown_with_agents_still_appending_archives_every_event_once() {
     }
     let stop = AtomicBool::new(false);
     let logged: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+    let logged_so_far = AtomicU64::new(0);
     let shutdown = thread::scope(|s| {
         for agent in 0..4u64 {
             let (registry, stop, logged, started) = (&registry, &stop, &logged, &started);
+            let logged_so_far = &logged_so_far;
             s.spawn(move || {
                 let mut mine = Vec::new();
                 let mut i = agent;
@@ -298,6 +300,8 @@ fn shutdown_with_agents_still_appending_archives_every_event_once() {
                         let kind = AuditEventType::Other(format!("agent {agent}"));
                         if let Ok(seq) = call.log_event(&kind, None, &Details::new()) {
                             mine.push((id, seq));
+                            // Relaxed: a count the main thread only waits on.
+                            logged_so_far.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -319,7 +323,15 @@ fn shutdown_with_agents_still_appending_archives_every_event_once() {
                 thread::sleep(Duration::from_millis(1));
             }
         });
-        thread::sleep(Duration::from_millis(200));
+        // Shut down once the agents are well under way (over 100 events).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while logged_so_far.load(Ordering::Relaxed) <= 100 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agents logged too little"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
         let shutdown = registry.shutdown();
         // Agents keep trying for a while after the shutdown returned.
         thread::sleep(Duration::from_millis(50));

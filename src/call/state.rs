@@ -1193,7 +1193,7 @@ impl CallState {
         };
         // Keep it only if it is the whole ring as of `before`: nothing was
         // skipped (in flight or overwritten) and no ticket was taken since.
-        if complete && self.notes.tickets() == before {
+        if complete && self.notes.tickets() == before && !self.is_ended() {
             self.notes_cache.store(Some(Arc::new(RenderedNotes {
                 tickets: before,
                 text: Arc::clone(&text),
@@ -1205,13 +1205,18 @@ impl CallState {
     /// `f` of the notes view brought up to date, if no other reader holds
     /// the view and it read up to the end of the ring (it stops at a note in
     /// flight, after which a fresh scan would still find committed notes).
+    ///
+    /// `None` once the call has ended: an ended call keeps no rendering (see
+    /// [`end`](CallState::end)), so its reads render from scratch.
     fn with_view<T>(&self, f: impl FnOnce(&str) -> T) -> Option<T> {
+        if self.is_ended() {
+            return None;
+        }
         let mut view = self.notes_view.try_lock().ok()?;
         let _ = view.text(&self.notes);
         view.reached_end().then(|| f(view.current()))
     }
 
-    /// The cached rendering, if it was made at ticket count `tickets`.
     /// Frees the readers' renderings of the notes (the view `all_notes`
     /// keeps up to date, and the last shared rendering): an ended call held
     /// one copy of its notes until it was dropped. A reader holding the view
@@ -1223,6 +1228,7 @@ impl CallState {
         self.notes_cache.store(None);
     }
 
+    /// The cached rendering, if it was made at ticket count `tickets`.
     fn cached_notes(&self, tickets: u64) -> Option<Arc<str>> {
         let cached = self.notes_cache.load();
         cached
@@ -1420,7 +1426,8 @@ impl CallState {
     /// [`all_notes`](CallState::all_notes) and
     /// [`all_notes_shared`](CallState::all_notes_shared) keep between reads
     /// (about one byte per byte of text), so an ended call that stays around
-    /// holds no copy of its notes; a read after `end` renders them again.
+    /// holds no copy of its notes; a read after `end` renders them afresh
+    /// and keeps nothing (a summary taken after `end` included).
     ///
     /// # Panics
     ///

@@ -23,7 +23,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::archive::spool::fs::SegmentFile;
-// Relaxed: a statistics counter of bytes read, summed after the reads.
 use std::sync::atomic::Ordering;
 
 /// Plain bytes per frame (whole lines; a longer line is a frame alone).
@@ -264,6 +263,8 @@ impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if let Some(counter) = &self.counter {
+            // Relaxed: a statistics counter of bytes read, summed after
+            // the reads (nothing is published through it).
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }
         Ok(n)
